@@ -1,0 +1,35 @@
+"""Option aliases shared by several commands, with choices taken from the core's registries."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ftmed_core import config as cfg
+
+
+def _enum(name: str, values) -> type[Enum]:
+    return Enum(name, {str(v): str(v) for v in values}, type=str)
+
+
+Optimizer = _enum("Optimizer", cfg.OPTIMIZERS)
+HiddenActivation = _enum("HiddenActivation", cfg.HIDDEN_ACTIVATIONS)
+OutputActivation = _enum("OutputActivation", cfg.OUTPUT_ACTIVATIONS)
+LossMode = _enum("LossMode", cfg.LOSS_MODES)
+ValMode = _enum("ValMode", cfg.VAL_MODES)
+InitScheme = _enum("InitScheme", cfg.INIT_SCHEMES)
+Semantics = _enum("Semantics", cfg.OPTIMIZER_SEMANTICS)
+Precision = _enum("Precision", cfg.PRECISIONS)
+Accelerator = _enum("Accelerator", cfg.ACCELERATORS)
+Framework = _enum("Framework", ("lightning", "keras"))
+
+DatasetOpt = Annotated[Optional[str], typer.Option("--dataset", help="MedMNIST 2D dataset flag [default: pathmnist].")]
+SizeOpt = Annotated[Optional[int], typer.Option("--size", help="Image size: 28, 64, 128 or 224 [default: 28].")]
+DataDirOpt = Annotated[
+    Optional[Path],
+    typer.Option("--data-dir", help="Folder with the .npz files [default: $FTMED_DATA_DIR or ~/.medmnist]."),
+]
+RunsDirOpt = Annotated[Path, typer.Option("--runs-dir", help="Where run records and reports go.")]

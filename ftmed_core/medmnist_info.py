@@ -1,0 +1,90 @@
+"""MedMNIST dataset metadata (class names, split sizes, URLs, MD5s), read from medmnist's own `INFO`.
+
+`import medmnist` imports torch (its Dataset subclasses torch's), which the neutral core must not pull in
+and which would make `ftmed --help` slow. medmnist keeps `INFO` in `medmnist/info.py`, a module that only
+needs the standard library, so we load that one file by path without running the package's __init__.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+
+from ftmed_core.errors import DataError
+
+# MedMNIST's 2D datasets that a softmax classifier fits (medmnist task names).
+SUPPORTED_TASKS = ("multi-class", "binary-class", "ordinal-regression")
+
+
+@lru_cache(maxsize=1)
+def medmnist_info() -> dict:
+    spec = importlib.util.find_spec("medmnist")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError("the medmnist package is not installed; run `pip install medmnist`")
+    path = os.path.join(list(spec.submodule_search_locations)[0], "info.py")
+    module_spec = importlib.util.spec_from_file_location("_ftmed_medmnist_info", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.INFO
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    task: str
+    n_channels: int
+    class_names: tuple[str, ...]
+    n_samples: dict
+    urls: dict  # size -> url
+    md5s: dict  # size -> md5
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+    def filename(self, size: int) -> str:
+        return npz_filename(self.name, size)
+
+
+def npz_filename(dataset: str, size: int) -> str:
+    return f"{dataset}.npz" if size == 28 else f"{dataset}_{size}.npz"
+
+
+def dataset_names() -> tuple[str, ...]:
+    """The 2D MedMNIST datasets ftmed can train on (3D ones and multi-label ChestMNIST excluded)."""
+    return tuple(
+        name for name, info in medmnist_info().items()
+        if not name.endswith("3d") and info["task"] in SUPPORTED_TASKS
+    )
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    info = medmnist_info()
+    if name not in info:
+        raise DataError(f"unknown dataset {name!r}; choose one of: {', '.join(dataset_names())}")
+    entry = info[name]
+    if name.endswith("3d"):
+        raise DataError(f"{name} is a 3D dataset; ftmed handles the 2D ones: {', '.join(dataset_names())}")
+    if entry["task"] not in SUPPORTED_TASKS:
+        raise DataError(
+            f"{name} is a {entry['task']!r} task; a softmax classifier needs one of {SUPPORTED_TASKS}: "
+            f"{', '.join(dataset_names())}"
+        )
+    labels = entry["label"]
+    urls, md5s = {}, {}
+    for size in (28, 64, 128, 224):
+        suffix = "" if size == 28 else f"_{size}"
+        if f"url{suffix}" in entry:
+            urls[size] = entry[f"url{suffix}"]
+            md5s[size] = entry[f"MD5{suffix}"]
+    return DatasetInfo(
+        name=name,
+        task=entry["task"],
+        n_channels=int(entry["n_channels"]),
+        class_names=tuple(labels[str(i)] for i in range(len(labels))),
+        n_samples=dict(entry["n_samples"]),
+        urls=urls,
+        md5s=md5s,
+    )

@@ -1,0 +1,146 @@
+"""The life of one run, the same for both frameworks: data, initial weights, fit, test metrics, record.
+
+An adapter supplies only `fit(...)`; everything that must mean the same in both frameworks (the data
+protocol, initial weights, final metrics, what "finished" and "failed" mean, where records go) is here.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol
+
+import numpy as np
+
+from ftmed_core.config import ExperimentConfig, RuntimeConfig
+from ftmed_core.data import ExperimentData, load_experiment_data
+from ftmed_core.medmnist_info import dataset_info
+from ftmed_core.metrics import test_metrics
+from ftmed_core.protocol import Weights, initial_weights, parameter_count
+from ftmed_core.records import (
+    RunRecord,
+    base_environment,
+    new_record,
+    read_record,
+    write_record,
+)
+
+
+class NonFiniteLoss(RuntimeError):
+    """Training produced a NaN or infinite loss; the run is recorded as failed."""
+
+    def __init__(self, epoch: int, value: float, where: str = "train_loss"):
+        super().__init__(f"non-finite {where} ({value}) at epoch {epoch}; try a smaller learning rate")
+        self.epoch, self.value = epoch, value
+
+
+def check_finite(value: float, epoch: int, where: str = "train_loss") -> None:
+    if not math.isfinite(value):
+        raise NonFiniteLoss(epoch, value, where)
+
+
+@dataclass
+class FitResult:
+    """What an adapter's `fit` returns."""
+
+    history: dict  # the shared HISTORY_KEYS, one value per epoch
+    test_logits: np.ndarray  # pre-activation test outputs, (N, n_classes)
+    training_seconds: float  # wall time of the training loop (fit), excluding data loading and testing
+    environment: dict = field(default_factory=dict)  # library versions, device, threads
+
+
+class FitFunction(Protocol):
+    def __call__(self, config: ExperimentConfig, runtime: RuntimeConfig, data: ExperimentData,
+                 weights: Weights, run_dir: Path) -> FitResult: ...
+
+
+def data_summary(data: ExperimentData) -> dict:
+    return {
+        **data.source,
+        "dataset": data.dataset,
+        "label": data.label,
+        "size": data.size,
+        "val_mode": data.val_mode,
+        "n_train": int(len(data.y_train)),
+        "n_val": int(len(data.y_val)),
+        "n_test": int(len(data.y_test)),
+        "input_dim": data.input_dim,
+        "n_classes": data.n_classes,
+        "class_names": list(data.class_names),
+    }
+
+
+def retire_finished_run(run_dir: Path) -> Path:
+    """Move a finished run aside (never delete it) so that a forced rerun cannot overwrite it."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target = run_dir.with_name(f"{run_dir.name}.replaced-{stamp}")
+    n = 1
+    while target.exists():
+        target = run_dir.with_name(f"{run_dir.name}.replaced-{stamp}-{n}")
+        n += 1
+    shutil.move(str(run_dir), str(target))
+    return target
+
+
+def run_experiment(
+    framework: str,
+    fit: FitFunction,
+    config: ExperimentConfig,
+    runtime: RuntimeConfig | None = None,
+    run_dir: str | Path | None = None,
+    runs_dir: str | Path = "runs",
+    data: ExperimentData | None = None,
+    force: bool = False,
+    on_failure: Callable[[RunRecord], None] | None = None,
+) -> RunRecord:
+    """Train `config` with `fit` and write its record; reuse a finished identical run unless `force`.
+
+    A failure inside training (non-finite loss, out of memory, a crash) is recorded with status "failed"
+    and its error, and the record is returned: a study goes on past one bad run. KeyboardInterrupt is not
+    caught, so an interrupted run leaves no record and is simply redone next time.
+    """
+    runtime = runtime or RuntimeConfig()
+    data = data if data is not None else load_experiment_data(config)
+    record = new_record(framework, config, runtime, data_summary(data))
+    run_dir = Path(run_dir) if run_dir is not None else Path(runs_dir) / record.run_key
+    existing = read_record(run_dir)
+    if existing is not None and existing.finished:
+        if not force:
+            return existing
+        retire_finished_run(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    record.environment = base_environment()
+    record.parameter_count = parameter_count(config, data.input_dim, data.n_classes)
+    weights = initial_weights(config, data.input_dim, data.n_classes)
+    try:
+        result = fit(config, runtime, data, weights, run_dir)
+        logits = np.asarray(result.test_logits, dtype=np.float32)
+        if not np.all(np.isfinite(logits)):
+            raise NonFiniteLoss(config.epochs, float("nan"), "test output")
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:  # recorded, not hidden: the record carries the error and its traceback tail
+        record.status = "failed"
+        record.error = f"{type(exc).__name__}: {exc}"
+        record.environment["traceback"] = traceback.format_exc(limit=8)[-4000:]
+        record.finished_at = time.time()
+        write_record(run_dir, record)
+        if on_failure:
+            on_failure(record)
+        return record
+
+    task = dataset_info(config.dataset).task
+    metrics, probabilities = test_metrics(logits, data.y_test, config.output_activation, config.loss, task)
+    record.environment.update(result.environment)
+    record.history = {k: [float(v) for v in vals] for k, vals in result.history.items()}
+    record.test = metrics
+    record.training_seconds = float(result.training_seconds)
+    record.status = "finished"
+    record.finished_at = time.time()
+    write_record(run_dir, record, probabilities=probabilities, logits=logits)
+    return record
