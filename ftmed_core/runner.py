@@ -7,6 +7,7 @@ protocol, initial weights, final metrics, what "finished" and "failed" mean, whe
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import time
 import traceback
@@ -53,9 +54,22 @@ class FitResult:
     environment: dict = field(default_factory=dict)  # library versions, device, threads
 
 
+EpochCallback = Callable[[int, int, dict], None]  # (epoch 1-based, total epochs, that epoch's history)
+
+
 class FitFunction(Protocol):
     def __call__(self, config: ExperimentConfig, runtime: RuntimeConfig, data: ExperimentData,
-                 weights: Weights, run_dir: Path) -> FitResult: ...
+                 weights: Weights, run_dir: Path, on_epoch: EpochCallback | None = None) -> FitResult: ...
+
+
+def resolve_threads(runtime: RuntimeConfig) -> int:
+    """The intra-op thread count a run uses: the explicit setting, else one per core this process may use."""
+    if runtime.threads > 0:
+        return runtime.threads
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def data_summary(data: ExperimentData) -> dict:
@@ -96,6 +110,7 @@ def run_experiment(
     data: ExperimentData | None = None,
     force: bool = False,
     on_failure: Callable[[RunRecord], None] | None = None,
+    on_epoch: EpochCallback | None = None,
 ) -> RunRecord:
     """Train `config` with `fit` and write its record; reuse a finished identical run unless `force`.
 
@@ -118,7 +133,7 @@ def run_experiment(
     record.parameter_count = parameter_count(config, data.input_dim, data.n_classes)
     weights = initial_weights(config, data.input_dim, data.n_classes)
     try:
-        result = fit(config, runtime, data, weights, run_dir)
+        result = fit(config, runtime, data, weights, run_dir, on_epoch=on_epoch)
         logits = np.asarray(result.test_logits, dtype=np.float32)
         if not np.all(np.isfinite(logits)):
             raise NonFiniteLoss(config.epochs, float("nan"), "test output")
