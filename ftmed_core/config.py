@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
@@ -274,8 +275,9 @@ def validate(config: ExperimentConfig) -> None:
 
 
 def parse_hidden(text: str) -> tuple[int, ...]:
-    """'512,256,128' -> (512, 256, 128), with a clear error for anything else."""
-    parts = [p.strip() for p in text.replace("-", ",").split(",") if p.strip()]
+    """'512,256,128' (or '512-256-128') -> (512, 256, 128), with a clear error for anything else."""
+    # A dash separates widths only between digits, so '512,-1' stays a (rejected) negative width.
+    parts = [p for p in re.split(r"[,\s]+|(?<=\d)-(?=\d)", text.strip()) if p]
     if not parts:
         raise ConfigError("hidden units must list at least one layer width, e.g. 512,256,128")
     try:
