@@ -6,6 +6,9 @@ import typer
 
 from cli import data as data_cmd
 from cli.errors import FtmedGroup
+from cli.compare import compare
+from cli.report import report
+from cli.train import train
 from cli.variants import variants
 
 app = typer.Typer(
@@ -16,6 +19,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     cls=FtmedGroup,
 )
+app.command()(train)
+app.command()(compare)
+app.command()(report)
 app.command()(variants)
 app.add_typer(data_cmd.app, name="data")
 

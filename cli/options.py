@@ -26,6 +26,12 @@ Precision = _enum("Precision", cfg.PRECISIONS)
 Accelerator = _enum("Accelerator", cfg.ACCELERATORS)
 Framework = _enum("Framework", ("lightning", "keras"))
 
+
+def value(option) -> Optional[str]:
+    """An Enum choice's string value (None stays None)."""
+    return option.value if isinstance(option, Enum) else option
+
+
 DatasetOpt = Annotated[Optional[str], typer.Option("--dataset", help="MedMNIST 2D dataset flag [default: pathmnist].")]
 SizeOpt = Annotated[Optional[int], typer.Option("--size", help="Image size: 28, 64, 128 or 224 [default: 28].")]
 DataDirOpt = Annotated[
@@ -33,3 +39,10 @@ DataDirOpt = Annotated[
     typer.Option("--data-dir", help="Folder with the .npz files [default: $FTMED_DATA_DIR or ~/.medmnist]."),
 ]
 RunsDirOpt = Annotated[Path, typer.Option("--runs-dir", help="Where run records and reports go.")]
+EpochsOpt = Annotated[Optional[int], typer.Option("--epochs", help="Training epochs (default: the variant's, 20).")]
+AcceleratorOpt = Annotated[Accelerator, typer.Option("--accelerator", help="Where to train.")]
+DevicesOpt = Annotated[int, typer.Option("--devices", help="Devices (GPUs or CPU processes) per run.")]
+StrategyOpt = Annotated[str, typer.Option("--strategy", help="Lightning strategy: auto, ddp, ddp_spawn, ...")]
+PrecisionOpt = Annotated[Precision, typer.Option("--precision", help="32 (parity), or mixed precision on GPU.")]
+ThreadsOpt = Annotated[int, typer.Option("--threads", help="Intra-op threads per run; 0 = ftmed decides.")]
+MarginOpt = Annotated[float, typer.Option("--margin", help="Equivalence margin in accuracy percentage points.")]

@@ -6,6 +6,7 @@ Layout of `runs/<run_key>/`:
                            status "finished" is what makes a run finished.
   test_probabilities.npy   activated test outputs, float32 (N, n_classes)
   test_logits.npy          pre-activation test outputs, float32 (N, n_classes)
+  test_labels.npy          the test labels they are scored against (so reports need no data file)
   history.csv              per-epoch history under the shared keys
   framework files          checkpoints, CSV logs, saved models (the adapter's own)
 
@@ -164,7 +165,7 @@ def history_csv(history: dict) -> str:
 
 
 def write_record(run_dir: Path, record: RunRecord, probabilities: np.ndarray | None = None,
-                 logits: np.ndarray | None = None) -> Path:
+                 logits: np.ndarray | None = None, labels: np.ndarray | None = None) -> Path:
     """Write arrays and history first, the record last: the record's presence marks the run done."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -172,6 +173,8 @@ def write_record(run_dir: Path, record: RunRecord, probabilities: np.ndarray | N
         save_array(run_dir / "test_probabilities.npy", np.asarray(probabilities, dtype=np.float32))
     if logits is not None:
         save_array(run_dir / "test_logits.npy", np.asarray(logits, dtype=np.float32))
+    if labels is not None:
+        save_array(run_dir / "test_labels.npy", np.asarray(labels, dtype=np.int64))
     atomic_write_text(run_dir / "history.csv", history_csv(record.history))
     text = json.dumps(_sanitize(record.to_dict()), indent=2, default=_json_default)
     atomic_write_text(run_dir / RECORD_FILE, text + "\n")
@@ -191,6 +194,10 @@ def read_record(run_dir: Path) -> RunRecord | None:
 
 def load_probabilities(run_dir: Path) -> np.ndarray:
     return np.load(Path(run_dir) / "test_probabilities.npy", allow_pickle=False)
+
+
+def load_labels(run_dir: Path) -> np.ndarray:
+    return np.load(Path(run_dir) / "test_labels.npy", allow_pickle=False)
 
 
 def list_records(runs_dir: Path) -> list[RunRecord]:

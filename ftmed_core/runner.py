@@ -157,5 +157,5 @@ def run_experiment(
     record.training_seconds = float(result.training_seconds)
     record.status = "finished"
     record.finished_at = time.time()
-    write_record(run_dir, record, probabilities=probabilities, logits=logits)
+    write_record(run_dir, record, probabilities=probabilities, logits=logits, labels=data.y_test)
     return record

@@ -1,0 +1,233 @@
+"""`ftmed compare`: the study's grid of variants x frameworks x seeds, each run in its own process, then the
+comparison table and plots. Resumable: finished runs are skipped; Ctrl-C loses at most the runs in flight."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from cli.options import (
+    AcceleratorOpt, DataDirOpt, DatasetOpt, DevicesOpt, EpochsOpt, MarginOpt, PrecisionOpt, RunsDirOpt,
+    SizeOpt, ThreadsOpt, value,
+)
+
+
+@dataclass
+class Job:
+    framework: str
+    config: object  # ExperimentConfig
+    run_key: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.config.name} / {self.framework} / seed {self.config.seed}"
+
+
+def plan(variants, frameworks, seeds, epochs, dataset, size, data_dir, data_md5, precision) -> list[Job]:
+    from ftmed_core.records import run_key
+
+    jobs = []
+    for variant in variants:
+        for seed in seeds:
+            for framework in frameworks:
+                config = replace(variant.config, seed=seed, data_dir=str(data_dir) if data_dir else None,
+                                 **{k: v for k, v in (("epochs", epochs), ("dataset", dataset), ("size", size))
+                                    if v is not None})
+                jobs.append(Job(framework, config, run_key(framework, config, data_md5, precision)))
+    return jobs
+
+
+def record_crash(job: Job, runtime, data_source: dict, runs_dir: Path, error: str) -> None:
+    """The worker died without writing a record (killed, out of memory): record the run as failed."""
+    from ftmed_core.records import new_record, read_record, write_record
+    from ftmed_core.runner import data_summary  # noqa: F401  (data_source is already that summary)
+
+    run_dir = runs_dir / job.run_key
+    if read_record(run_dir) is not None:
+        return
+    record = new_record(job.framework, job.config, runtime, data_source)
+    record.status, record.error, record.finished_at = "failed", error, time.time()
+    write_record(run_dir, record)
+
+
+def compare(
+    variants: Annotated[str, typer.Option("--variants", help="study, all, a group, or comma-separated names.")] = "study",
+    frameworks: Annotated[str, typer.Option("--frameworks", help="Comma-separated: lightning,keras.")] = "lightning,keras",
+    seeds: Annotated[str, typer.Option("--seeds", help="Comma-separated seeds, e.g. 0,1,2.")] = "0,1,2",
+    epochs: EpochsOpt = None,
+    dataset: DatasetOpt = None,
+    size: SizeOpt = None,
+    data_dir: DataDirOpt = None,
+    runs_dir: RunsDirOpt = Path("runs"),
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Runs side by side, each with cores/jobs threads.")] = 1,
+    threads: ThreadsOpt = 0,
+    accelerator: AcceleratorOpt = "auto",
+    devices: DevicesOpt = 1,
+    precision: PrecisionOpt = "32",
+    margin: MarginOpt = 1.0,
+) -> None:
+    """Run variants x frameworks x seeds (resumable) and write the cross-framework comparison."""
+    from cli.build import parse_int_list
+    from cli.data import progress_bar
+    from ftmed_core.config import RuntimeConfig
+    from ftmed_core.data import ensure_data, load_npz, prepare
+    from ftmed_core.errors import ConfigError
+    from ftmed_core.records import FRAMEWORKS, read_record
+    from ftmed_core.report import render
+    from ftmed_core.runner import data_summary, resolve_threads
+    from ftmed_core.variants import select_variants
+
+    chosen = select_variants(variants)
+    fws = [f.strip() for f in frameworks.split(",") if f.strip()]
+    bad = [f for f in fws if f not in FRAMEWORKS]
+    if bad or not fws:
+        raise ConfigError(f"unknown framework(s) {bad or frameworks!r}; choose from: {', '.join(FRAMEWORKS)}")
+    seed_list = parse_int_list(seeds, "seeds")
+    if jobs < 1:
+        raise ConfigError(f"--jobs must be >= 1, got {jobs}")
+    if any(s < 0 for s in seed_list):
+        raise ConfigError(f"seeds must be >= 0, got {seeds}")
+    if epochs is not None and epochs < 1:
+        raise ConfigError(f"epochs must be >= 1, got {epochs}")
+    runs_dir = Path(runs_dir)
+    if runs_dir.exists() and not (runs_dir.is_dir() and os.access(runs_dir, os.R_OK | os.W_OK | os.X_OK)):
+        raise ConfigError(f"runs directory {runs_dir} is not a readable, writable directory")
+
+    first = chosen[0].config
+    ds, sz = dataset or first.dataset, size or first.size
+    progress, update = progress_bar("downloading")
+    with progress:
+        path = ensure_data(ds, sz, data_dir, progress=update)
+    raw = load_npz(path, ds, sz)  # validate before anything is written
+    source = data_summary(prepare(raw, first.val_mode, first.val_fraction))
+
+    cores = resolve_threads(RuntimeConfig())
+    per_job = threads or max(1, cores // jobs)
+    runtime = RuntimeConfig(accelerator=value(accelerator), devices=devices, precision=value(precision),
+                            threads=per_job, progress=False)
+    planned = plan(chosen, fws, seed_list, epochs, dataset, size, data_dir, raw.md5, runtime.precision)
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    todo = []
+    for job in planned:
+        existing = read_record(runs_dir / job.run_key)
+        if existing is None or not existing.finished:
+            todo.append(job)
+    typer.echo(f"{len(planned)} runs planned on {source['label']} ({len(planned) - len(todo)} already finished); "
+               f"{jobs} at a time, {per_job} thread(s) each")
+    run_all(todo, runtime, source, runs_dir, jobs)
+
+    records = [r for r in (read_record(runs_dir / job.run_key) for job in planned) if r is not None]
+    outputs = render(runs_dir, records, margin)
+    print_table(outputs["rows"], records)
+    typer.echo(f"wrote {outputs['markdown']}, {outputs['csv'].name}, {outputs['json'].name}, "
+               f"{len(outputs['plots'])} plots in {runs_dir / 'plots'}, "
+               f"{len(outputs['predictions'])} medmnist prediction files in {runs_dir / 'predictions'}")
+    failed = [r for r in records if not r.finished]
+    if failed:
+        typer.echo(f"{len(failed)} run(s) failed; see the table's 'Failed runs' list", err=True)
+        raise typer.Exit(1)
+
+
+def run_all(todo: list[Job], runtime, source: dict, runs_dir: Path, jobs: int) -> None:
+    """Run `todo` in worker processes, `jobs` at a time, with an overall bar and per-run epoch bars."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    console = Console(stderr=True)
+    interactive = console.is_terminal
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeRemainingColumn(), console=console, disable=not interactive)
+    pending = list(todo)
+    active: dict = {}  # Popen -> (job, task id)
+    with progress:
+        overall = progress.add_task("runs", total=len(todo))
+        try:
+            while pending or active:
+                while pending and len(active) < jobs:
+                    job = pending.pop(0)
+                    spec = {"framework": job.framework, "config": job.config.to_dict(),
+                            "runtime": runtime.to_dict(), "runs_dir": str(runs_dir)}
+                    proc = subprocess.Popen([sys.executable, "-m", "cli.worker", json.dumps(spec)],
+                                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                            bufsize=1)
+                    os.set_blocking(proc.stdout.fileno(), False)
+                    task = progress.add_task(f"  {job.label}", total=job.config.epochs)
+                    active[proc] = (job, task, [])
+                time.sleep(0.2)
+                for proc in list(active):
+                    job, task, buffer = active[proc]
+                    for line in _read_lines(proc, buffer):
+                        try:
+                            event = json.loads(line)
+                        except ValueError:
+                            continue
+                        if event.get("event") == "epoch":
+                            progress.update(task, completed=event["epoch"])
+                    if proc.poll() is None:
+                        continue
+                    stderr = proc.stderr.read() or ""
+                    del active[proc]
+                    progress.remove_task(task)
+                    progress.advance(overall)
+                    if proc.returncode != 0:
+                        tail = stderr.strip().splitlines()[-1:] or [f"exit code {proc.returncode}"]
+                        record_crash(job, runtime, source, runs_dir,
+                                     f"worker process died (exit code {proc.returncode}): {tail[0]}")
+                    _report_done(console, job, runs_dir)
+        except KeyboardInterrupt:
+            for proc in active:
+                proc.terminate()
+            for proc in active:
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+            raise
+
+
+def _read_lines(proc, buffer: list) -> list[str]:
+    try:
+        chunk = proc.stdout.read()
+    except (BlockingIOError, TypeError):
+        chunk = None
+    if not chunk:
+        return []
+    buffer.append(chunk)
+    text = "".join(buffer)
+    lines = text.split("\n")
+    buffer[:] = [lines[-1]]
+    return [line for line in lines[:-1] if line.strip()]
+
+
+def _report_done(console, job: Job, runs_dir: Path) -> None:
+    from ftmed_core.records import read_record
+
+    record = read_record(runs_dir / job.run_key)
+    if record is not None and record.finished:
+        console.print(f"done   {job.label}: test acc {100 * record.test['accuracy']:.2f} %, "
+                      f"{record.training_seconds:.1f} s", highlight=False)
+    else:
+        console.print(f"FAILED {job.label}: {record.error if record else 'no record written'}", highlight=False)
+
+
+def print_table(rows, records) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from ftmed_core.report import frameworks_in, table_cells, table_columns, title
+
+    frameworks = frameworks_in(rows)
+    table = Table(title=title(records), show_lines=False)
+    for column in table_columns(frameworks):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*table_cells(row, frameworks))
+    Console(width=max(160, Console().width)).print(table)

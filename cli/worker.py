@@ -1,0 +1,45 @@
+"""One run in its own process: `python -m cli.worker JOB_JSON`, started by `ftmed compare`.
+
+Each framework trains in a fresh process so that TensorFlow and torch never share threads, memory or a
+GPU, and each run is timed on its own. The thread budget arrives in the job and is set in the environment
+before either framework is imported. Progress goes to stdout as JSON lines:
+  {"event": "epoch", "epoch": 3, "total": 20, ...history values}
+  {"event": "done", "status": "finished" | "failed", "run_key": ..., "error": ...}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+
+def main(argv: list[str]) -> int:
+    job = json.loads(argv[0])
+    threads = str(job["runtime"]["threads"])
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = threads
+
+    from pathlib import Path
+
+    from cli.train import framework_train
+    from ftmed_core.config import ExperimentConfig, RuntimeConfig
+
+    config = ExperimentConfig.from_dict(job["config"])
+    runtime = RuntimeConfig(**job["runtime"])
+
+    def emit(payload: dict) -> None:
+        sys.stdout.write(json.dumps(payload) + "\n")
+        sys.stdout.flush()
+
+    def on_epoch(epoch: int, total: int, values: dict) -> None:
+        emit({"event": "epoch", "epoch": epoch, "total": total, **{k: float(v) for k, v in values.items()}})
+
+    record = framework_train(job["framework"])(config, runtime=runtime, runs_dir=Path(job["runs_dir"]),
+                                               on_epoch=on_epoch)
+    emit({"event": "done", "status": record.status, "run_key": record.run_key, "error": record.error})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,142 @@
+"""Plots for reports, drawn from run records only.
+
+Framework-neutral like the rest of the core, but it needs matplotlib: it is imported inside the functions
+(Agg backend), so importing the core -- and `ftmed --help` -- never pays for it.
+
+- curves_<variant>.png: train/val accuracy and loss per epoch, both frameworks overlaid, mean over seeds
+  with a min-max band;
+- accuracy_bars.png: test accuracy per variant and framework, mean with ±std error bars, the study's
+  single-run figures as markers;
+- confusion_<framework>.png: the baseline's test confusion matrix per framework (summed over seeds,
+  row-normalised).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from ftmed_core.metrics import confusion_matrix
+from ftmed_core.records import RunRecord, load_labels, load_probabilities
+
+COLORS = {"lightning": "#792ee5", "keras": "#d00000"}
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+def _save(fig, path: Path) -> Path:
+    from ftmed_core.records import atomic_write_bytes
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
+
+
+def curves(records: list[RunRecord], variant: str, out_dir: Path, subtitle: str = "") -> Path | None:
+    plt = _pyplot()
+    finished = [r for r in records if r.finished and r.config["name"] == variant]
+    if not finished:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for framework in sorted({r.framework for r in finished}):
+        runs = [r for r in finished if r.framework == framework]
+        n_epochs = min(len(r.history["train_loss"]) for r in runs)
+        epochs = np.arange(1, n_epochs + 1)
+        for ax, metric in zip(axes, ("acc", "loss")):
+            for split, style in (("train", "--"), ("val", "-")):
+                values = np.array([r.history[f"{split}_{metric}"][:n_epochs] for r in runs], dtype=float)
+                if metric == "acc":
+                    values = values * 100
+                mean = values.mean(axis=0)
+                ax.plot(epochs, mean, style, color=COLORS.get(framework), marker="o", markersize=3,
+                        label=f"{framework} {split} (n={len(runs)})")
+                if len(runs) > 1:
+                    ax.fill_between(epochs, values.min(axis=0), values.max(axis=0), color=COLORS.get(framework),
+                                    alpha=0.12)
+    axes[0].set_ylabel("accuracy %")
+    axes[1].set_ylabel("loss")
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{variant}: training curves, mean over seeds (band: min-max){subtitle}", fontsize=10)
+    path = _save(fig, out_dir / f"curves_{_safe(variant)}.png")
+    plt.close(fig)
+    return path
+
+
+def accuracy_bars(rows, out_dir: Path, subtitle: str = "") -> Path | None:
+    """`rows` are `ftmed_core.report.Row`s."""
+    from ftmed_core.stats import summarize
+
+    plt = _pyplot()
+    if not rows:
+        return None
+    frameworks = sorted({fw for row in rows for fw in row.cells})
+    x = np.arange(len(rows))
+    width = 0.8 / max(1, len(frameworks))
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(rows)), 4.2))
+    for i, fw in enumerate(frameworks):
+        stats = [summarize(row.cells[fw].accuracy) if fw in row.cells else None for row in rows]
+        means = [s.mean if s and s.n else np.nan for s in stats]
+        stds = [s.std if s and s.n else 0.0 for s in stats]
+        ax.bar(x + (i - (len(frameworks) - 1) / 2) * width, means, width, yerr=stds, capsize=3,
+               color=COLORS.get(fw), alpha=0.8, label=f"{fw} (mean ± std over seeds)")
+    study = [row.study_accuracy if row.study_accuracy is not None else np.nan for row in rows]
+    if not np.all(np.isnan(study)):
+        ax.scatter(x, study, marker="D", color="black", zorder=3, label="study (single Keras run, PathMNIST)")
+    ax.set_xticks(x, [row.variant for row in rows], rotation=20, ha="right")
+    ax.set_ylabel("test accuracy %")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title(f"Test accuracy per variant and framework{subtitle}", fontsize=10)
+    path = _save(fig, out_dir / "accuracy_bars.png")
+    plt.close(fig)
+    return path
+
+
+def confusion(records: list[RunRecord], runs_dir: Path, framework: str, variant: str, out_dir: Path,
+              subtitle: str = "") -> Path | None:
+    plt = _pyplot()
+    runs = [r for r in records if r.finished and r.framework == framework and r.config["name"] == variant]
+    if not runs:
+        return None
+    class_names = runs[0].data.get("class_names") or [str(i) for i in range(runs[0].data["n_classes"])]
+    n_classes = len(class_names)
+    matrix = np.zeros((n_classes, n_classes), dtype=np.int64)
+    for r in runs:
+        predicted = np.argmax(load_probabilities(runs_dir / r.run_key), axis=1)
+        matrix += confusion_matrix(predicted, load_labels(runs_dir / r.run_key), n_classes)
+    normalised = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    image = ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
+    for i in range(n_classes):
+        for j in range(n_classes):
+            ax.text(j, i, f"{normalised[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                    color="white" if normalised[i, j] > 0.5 else "black")
+    short = [name[:14] for name in class_names]
+    ax.set_xticks(range(n_classes), short, rotation=45, ha="right", fontsize=7)
+    ax.set_yticks(range(n_classes), short, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    ax.set_title(f"{variant} / {framework}: test confusion (row-normalised, {len(runs)} seed(s)){subtitle}",
+                 fontsize=9)
+    path = _save(fig, out_dir / f"confusion_{_safe(framework)}.png")
+    plt.close(fig)
+    return path

@@ -1,0 +1,332 @@
+"""The cross-framework comparison: reads run records only, and renders the table as markdown, CSV and JSON.
+
+One row per variant. Per framework: test accuracy mean ± std over seeds, AUC, loss, training time,
+seconds per epoch, parameter count. Across frameworks: the accuracy difference (lightning - keras) with a
+95 % Welch CI and a TOST equivalence verdict against a stated margin. Versus the baseline: the variant's
+accuracy change over all its runs (both frameworks pooled) with a Welch p-value, and whether it stands out
+from seed noise -- the study drew its conclusions from single runs. Accuracies are in percent.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from ftmed_core.records import FRAMEWORKS, RunRecord, atomic_write_text, load_probabilities
+from ftmed_core.stats import summarize, tost, welch
+from ftmed_core.variants import VARIANTS
+
+DEFAULT_MARGIN = 1.0  # percentage points of test accuracy
+ALPHA = 0.05
+
+
+@dataclass
+class FrameworkCell:
+    framework: str
+    n_finished: int
+    n_failed: int
+    accuracy: list  # percent, one per finished seed
+    auc: list
+    loss: list
+    training_seconds: list
+    seconds_per_epoch: list
+    parameter_count: int | None
+    seeds: list
+    errors: list = field(default_factory=list)
+
+    def mean(self, name: str) -> float:
+        return summarize(getattr(self, name)).mean
+
+
+@dataclass
+class Row:
+    variant: str
+    config_hash: str
+    changes: str
+    study_accuracy: float | None
+    cells: dict  # framework -> FrameworkCell
+    difference: dict  # lightning - keras accuracy: diff, low, high, p_value, tost_p, verdict
+    vs_baseline: dict  # diff, p_value, verdict
+
+
+def _cell(framework: str, records: list[RunRecord]) -> FrameworkCell:
+    done = [r for r in records if r.finished]
+    failed = [r for r in records if r.status == "failed"]
+    per_epoch = [float(np.median(r.history["epoch_seconds"])) for r in done if r.history.get("epoch_seconds")]
+    return FrameworkCell(
+        framework=framework,
+        n_finished=len(done),
+        n_failed=len(failed),
+        accuracy=[100.0 * r.test["accuracy"] for r in done],
+        auc=[r.test["auc"] for r in done if r.test.get("auc") is not None],
+        loss=[r.test["loss"] for r in done if r.test.get("loss") is not None],
+        training_seconds=[r.training_seconds for r in done],
+        seconds_per_epoch=per_epoch,
+        parameter_count=(done or records)[0].parameter_count if (done or records) else None,
+        seeds=sorted(r.config["seed"] for r in done),
+        errors=[f"seed {r.config['seed']}: {r.error}" for r in failed],
+    )
+
+
+def _seedless_hash(record: RunRecord) -> str:
+    return replace(record.experiment, seed=0).config_hash()
+
+
+def _study_accuracy(experiment) -> float | None:
+    """The study's figure, only for a registry study variant run with the study's protocol (any seeds/epochs)."""
+    variant = VARIANTS.get(experiment.name)
+    if variant is None or variant.study_accuracy is None:
+        return None
+    same = replace(experiment, seed=variant.config.seed, epochs=variant.config.epochs)
+    return variant.study_accuracy if same.config_hash() == variant.config.config_hash() else None
+
+
+def build_rows(records: list[RunRecord], margin: float = DEFAULT_MARGIN, baseline: str = "baseline") -> list[Row]:
+    groups: dict[tuple[str, str], list[RunRecord]] = {}
+    order: list[tuple[str, str]] = []
+    for record in records:
+        key = (record.config["name"], _seedless_hash(record))
+        if key not in groups:
+            groups[key] = []
+            order.append(key)
+        groups[key].append(record)
+    registry_order = {name: i for i, name in enumerate(VARIANTS)}
+    order.sort(key=lambda k: (registry_order.get(k[0], len(registry_order)), k[0]))
+
+    def pooled_accuracy(recs):
+        return [100.0 * r.test["accuracy"] for r in recs if r.finished]
+
+    base_runs = next((groups[k] for k in order if k[0] == baseline), None)
+    rows = []
+    for key in order:
+        recs = groups[key]
+        cells = {fw: _cell(fw, [r for r in recs if r.framework == fw]) for fw in FRAMEWORKS
+                 if any(r.framework == fw for r in recs)}
+        difference: dict = {}
+        if set(cells) == set(FRAMEWORKS):
+            a, b = cells["lightning"].accuracy, cells["keras"].accuracy
+            d, eq = welch(a, b), tost(a, b, margin, ALPHA)
+            difference = {"diff": d.diff, "low": d.low, "high": d.high, "p_value": d.p_value,
+                          "tost_p": eq.p_value, "margin": margin, "equivalent": eq.equivalent,
+                          "verdict": eq.verdict}
+        vs_baseline: dict = {}
+        if base_runs is not None and key[0] != baseline:
+            d = welch(pooled_accuracy(recs), pooled_accuracy(base_runs))
+            if math.isnan(d.p_value):
+                verdict = "n/a (need >= 2 runs each)"
+            elif d.p_value < ALPHA:
+                verdict = "better" if d.diff > 0 else "worse"
+            else:
+                verdict = "within seed noise"
+            vs_baseline = {"diff": d.diff, "low": d.low, "high": d.high, "p_value": d.p_value, "verdict": verdict}
+        experiment = recs[0].experiment
+        base_config = VARIANTS[baseline].config if baseline in VARIANTS else experiment
+        # Seeds and epochs are the study's protocol, not the variant's change: leave them out of "changes".
+        base_config = replace(base_config, seed=experiment.seed, epochs=experiment.epochs)
+        rows.append(Row(key[0], key[1], experiment.describe_changes(base_config), _study_accuracy(experiment),
+                        cells, difference, vs_baseline))
+    return rows
+
+
+def _fmt(value, spec: str = ".2f", empty: str = "n/a") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return empty
+    return format(value, spec)
+
+
+def _acc_text(cell: FrameworkCell) -> str:
+    s = summarize(cell.accuracy)
+    text = f"{_fmt(s.mean)} ± {_fmt(s.std)} (n={s.n})" if s.n else "n/a"
+    return text + (f", {cell.n_failed} failed" if cell.n_failed else "")
+
+
+def title(records: list[RunRecord]) -> str:
+    labels = sorted({r.data.get("label", r.data.get("dataset", "?")) for r in records})
+    epochs = sorted({r.config["epochs"] for r in records})
+    text = f"ftmed comparison on {', '.join(labels)}, {'/'.join(map(str, epochs))} epoch(s)"
+    if any(r.synthetic for r in records):
+        text += " -- SYNTHETIC DATA, not PathMNIST: the numbers show the tool, not the study's results"
+    return text
+
+
+def table_columns(frameworks) -> list[str]:
+    columns = ["variant", "changes", "study acc %"]
+    for fw in frameworks:
+        columns += [f"{fw} acc %", f"{fw} AUC", f"{fw} loss", f"{fw} train s", f"{fw} s/epoch"]
+    columns += ["params", "Δacc L−K [95% CI]", "equivalence", "vs baseline (pooled)"]
+    return columns
+
+
+def table_cells(row: Row, frameworks) -> list[str]:
+    out = [row.variant, row.changes, _fmt(row.study_accuracy, ".2f", "")]
+    for fw in frameworks:
+        cell = row.cells.get(fw)
+        if cell is None:
+            out += ["", "", "", "", ""]
+            continue
+        out += [_acc_text(cell), _fmt(cell.mean("auc"), ".4f"), _fmt(cell.mean("loss"), ".4f"),
+                _fmt(cell.mean("training_seconds"), ".1f"), _fmt(cell.mean("seconds_per_epoch"), ".2f")]
+    params = next((c.parameter_count for c in row.cells.values() if c.parameter_count), None)
+    out.append(f"{params:,}" if params else "n/a")
+    d = row.difference
+    if d:
+        ci = f"[{_fmt(d['low'], '+.2f')}, {_fmt(d['high'], '+.2f')}]" if not math.isnan(d["low"]) else "[n/a]"
+        out += [f"{_fmt(d['diff'], '+.2f')} {ci}", d["verdict"]]
+    else:
+        out += ["", ""]
+    b = row.vs_baseline
+    out.append(f"{_fmt(b['diff'], '+.2f')} pp, p={_fmt(b['p_value'], '.3f')}: {b['verdict']}" if b else "(baseline)")
+    return out
+
+
+def frameworks_in(rows: list[Row]) -> list[str]:
+    present = {fw for row in rows for fw in row.cells}
+    return [fw for fw in FRAMEWORKS if fw in present]
+
+
+def to_markdown(rows: list[Row], records: list[RunRecord], margin: float = DEFAULT_MARGIN) -> str:
+    frameworks = frameworks_in(rows)
+    columns = table_columns(frameworks)
+    lines = [f"# {title(records)}", "",
+             "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        lines.append("| " + " | ".join(c.replace("|", "/") for c in table_cells(row, frameworks)) + " |")
+    lines += [
+        "",
+        f"Accuracy: test accuracy in %, mean ± sample std over seeds. Δacc: lightning − keras with Welch's 95 % CI. "
+        f"Equivalence: TOST at α={ALPHA} against ±{margin:g} pp. vs baseline: the variant's accuracy change "
+        f"over all its runs (both frameworks pooled), Welch p-value; 'within seed noise' means the study's "
+        f"single-run difference could be luck. study acc %: the study's single Keras run on PathMNIST.",
+    ]
+    failures = [e for row in rows for c in row.cells.values() for e in c.errors]
+    if failures:
+        lines += ["", "Failed runs:"] + [f"- {e}" for e in failures]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(rows: list[Row]) -> str:
+    frameworks = frameworks_in(rows)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    header = ["variant", "config_hash", "changes", "study_accuracy"]
+    for fw in frameworks:
+        header += [f"{fw}_{k}" for k in ("n", "failed", "acc_mean", "acc_std", "auc_mean", "loss_mean",
+                                         "train_seconds_mean", "seconds_per_epoch_mean", "params")]
+    header += ["diff", "diff_low", "diff_high", "diff_p", "tost_p", "equivalent", "vs_baseline_diff",
+               "vs_baseline_p", "vs_baseline_verdict"]
+    writer.writerow(header)
+    for row in rows:
+        values = [row.variant, row.config_hash, row.changes, row.study_accuracy]
+        for fw in frameworks:
+            c = row.cells.get(fw)
+            if c is None:
+                values += [""] * 9
+                continue
+            s = summarize(c.accuracy)
+            values += [c.n_finished, c.n_failed, s.mean, s.std, c.mean("auc"), c.mean("loss"),
+                       c.mean("training_seconds"), c.mean("seconds_per_epoch"), c.parameter_count]
+        d, b = row.difference, row.vs_baseline
+        values += [d.get("diff"), d.get("low"), d.get("high"), d.get("p_value"), d.get("tost_p"),
+                   d.get("equivalent"), b.get("diff"), b.get("p_value"), b.get("verdict")]
+        writer.writerow(["" if v is None or (isinstance(v, float) and math.isnan(v)) else v for v in values])
+    return out.getvalue()
+
+
+def _clean(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+def to_json(rows: list[Row], records: list[RunRecord], margin: float = DEFAULT_MARGIN) -> str:
+    payload = {
+        "title": title(records),
+        "synthetic": any(r.synthetic for r in records),
+        "margin_pp": margin,
+        "alpha": ALPHA,
+        "rows": [
+            {
+                "variant": row.variant, "config_hash": row.config_hash, "changes": row.changes,
+                "study_accuracy": row.study_accuracy,
+                "frameworks": {fw: c.__dict__ for fw, c in row.cells.items()},
+                "difference": row.difference, "vs_baseline": row.vs_baseline,
+            }
+            for row in rows
+        ],
+        "runs": [{"run_key": r.run_key, "framework": r.framework, "variant": r.config["name"],
+                  "seed": r.config["seed"], "status": r.status, "test": r.test, "error": r.error}
+                 for r in records],
+    }
+    return json.dumps(_clean(payload), indent=2) + "\n"
+
+
+def write_predictions(records: list[RunRecord], runs_dir: Path, out_dir: Path) -> list[Path]:
+    """Test probabilities in medmnist's standard evaluation file naming, so that
+    `python -m medmnist evaluate FILE` re-scores them independently (against the data file at its root)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for r in records:
+        if not r.finished:
+            continue
+        probabilities = load_probabilities(runs_dir / r.run_key)
+        size = r.config["size"]
+        flag = r.config["dataset"] + ("" if size == 28 else f"_{size}")
+        name = f"{flag}_test_[AUC]{r.test['auc']:.3f}_[ACC]{r.test['accuracy']:.3f}@{r.run_key}.csv"
+        buffer = io.StringIO()
+        for i, row in enumerate(probabilities):
+            buffer.write(f"{i}," + ",".join(repr(float(v)) for v in row) + "\n")
+        path = out_dir / name
+        atomic_write_text(path, buffer.getvalue())
+        written.append(path)
+    return written
+
+
+def write_tables(rows: list[Row], records: list[RunRecord], out_dir: Path, margin: float = DEFAULT_MARGIN) -> dict:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "markdown": out_dir / "comparison.md",
+        "csv": out_dir / "comparison.csv",
+        "json": out_dir / "comparison.json",
+    }
+    atomic_write_text(paths["markdown"], to_markdown(rows, records, margin))
+    atomic_write_text(paths["csv"], to_csv(rows))
+    atomic_write_text(paths["json"], to_json(rows, records, margin))
+    return paths
+
+
+def render(runs_dir: str | Path, records: list[RunRecord] | None = None, margin: float = DEFAULT_MARGIN,
+           baseline: str = "baseline") -> dict:
+    """Every report output for `records` (default: all records in `runs_dir`), written into `runs_dir`."""
+    from ftmed_core import plots
+    from ftmed_core.records import list_records
+
+    runs_dir = Path(runs_dir)
+    records = list_records(runs_dir) if records is None else records
+    if not records:
+        from ftmed_core.errors import RunError
+
+        raise RunError(f"{runs_dir} holds no run records; run `ftmed compare` or `ftmed train` first")
+    rows = build_rows(records, margin, baseline)
+    paths = write_tables(rows, records, runs_dir, margin)
+    subtitle = " [SYNTHETIC DATA]" if any(r.synthetic for r in records) else ""
+    plot_dir = runs_dir / "plots"
+    plot_dir.mkdir(exist_ok=True)
+    drawn = [plots.curves(records, row.variant, plot_dir, subtitle) for row in rows]
+    drawn.append(plots.accuracy_bars(rows, plot_dir, subtitle))
+    confusion_variant = baseline if any(r.config["name"] == baseline for r in records) else rows[0].variant
+    for framework in FRAMEWORKS:
+        drawn.append(plots.confusion(records, runs_dir, framework, confusion_variant, plot_dir, subtitle))
+    paths["plots"] = [p for p in drawn if p is not None]
+    paths["predictions"] = write_predictions(records, runs_dir, runs_dir / "predictions")
+    paths["rows"] = rows
+    return paths

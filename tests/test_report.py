@@ -1,0 +1,108 @@
+"""The comparison report, from records alone: table statistics, every output file, medmnist re-scoring."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from ftmed_core.records import list_records
+from ftmed_core.report import build_rows, render, to_markdown
+from ftmed_core.runner import FitResult, run_experiment
+from ftmed_core.variants import VARIANTS
+
+
+def _fit_with_accuracy(target: float):
+    """A deterministic stand-in for a framework: hits `target` test accuracy; for report tests only."""
+
+    def fit(config, runtime, data, weights, run_dir, on_epoch=None):
+        rng = np.random.default_rng(config.seed)
+        n = len(data.y_test)
+        correct = rng.random(n) < target
+        predicted = np.where(correct, data.y_test, (data.y_test + 1) % data.n_classes)
+        logits = rng.normal(0, 0.1, (n, data.n_classes)).astype(np.float32)
+        logits[np.arange(n), predicted] += 3.0
+        hist = {"train_loss": [1.0, 0.8], "train_acc": [0.5, 0.6], "val_loss": [1.1, 0.9],
+                "val_acc": [0.45, 0.55], "epoch_seconds": [0.2, 0.2]}
+        return FitResult(hist, logits, 0.4, {})
+
+    return fit
+
+
+@pytest.fixture
+def populated(tmp_path, tiny_synth_dir):
+    runs = tmp_path / "runs"
+    for name, target in (("baseline", 0.6), ("wider-deeper", 0.3)):
+        for seed in (0, 1, 2):
+            config = replace(VARIANTS[name].config, epochs=2, seed=seed, data_dir=str(tiny_synth_dir))
+            for framework in ("lightning", "keras"):
+                run_experiment(framework, _fit_with_accuracy(target), config, runs_dir=runs)
+    return runs
+
+
+def test_rows_statistics(populated):
+    rows = build_rows(list_records(populated), margin=1.0)
+    assert [r.variant for r in rows] == ["baseline", "wider-deeper"]
+    base, wide = rows
+    assert base.cells["lightning"].n_finished == 3 and base.cells["keras"].n_finished == 3
+    assert base.study_accuracy == 60.54 and wide.study_accuracy == 57.17
+    # Identical stand-in per seed in both frameworks: zero difference -- yet with 72 test images the seed
+    # spread is several points, so 3 seeds cannot show equivalence within 1 pp; within 20 pp they do.
+    assert base.difference["diff"] == pytest.approx(0.0)
+    assert base.difference["verdict"] == "not shown equivalent (±1)"
+    assert build_rows(list_records(populated), margin=20.0)[0].difference["equivalent"]
+    assert wide.vs_baseline["verdict"] == "worse" and wide.vs_baseline["p_value"] < 0.05
+    assert wide.changes.startswith("hidden=1024-512-512-256-128")
+
+
+def test_render_writes_every_output_and_marks_synthetic(populated):
+    outputs = render(populated)
+    md = (populated / "comparison.md").read_text()
+    assert "SYNTHETIC" in md.splitlines()[0] and "| baseline |" in md
+    rows = list(csv.DictReader(open(populated / "comparison.csv")))
+    assert [r["variant"] for r in rows] == ["baseline", "wider-deeper"]
+    payload = json.loads((populated / "comparison.json").read_text())
+    assert payload["synthetic"] and len(payload["runs"]) == 12
+    names = sorted(p.name for p in outputs["plots"])
+    assert names == ["accuracy_bars.png", "confusion_keras.png", "confusion_lightning.png",
+                     "curves_baseline.png", "curves_wider-deeper.png"]
+    for path in outputs["plots"]:
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(outputs["predictions"]) == 12
+
+
+def test_predictions_rescored_by_medmnist_evaluate(populated, tiny_synth_dir, tmp_path):
+    """`python -m medmnist evaluate FILE` recomputes the recorded AUC and accuracy independently."""
+    outputs = render(populated)
+    home = tmp_path / "home"
+    (home / ".medmnist").mkdir(parents=True)
+    shutil.copy(tiny_synth_dir / "pathmnist.npz", home / ".medmnist" / "pathmnist.npz")
+    path = outputs["predictions"][0]
+    result = subprocess.run([sys.executable, "-m", "medmnist", "evaluate", str(path)], capture_output=True,
+                            text=True, env={**os.environ, "HOME": str(home)}, cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    line = [l for l in result.stdout.splitlines() if "Metrics(" in l][-1]
+    auc_value = float(line.split("AUC=")[1].split(",")[0])
+    acc_value = float(line.split("ACC=")[1].rstrip(")"))
+    key = path.name.split("@")[1][:-4]
+    record = json.loads((populated / key / "record.json").read_text())
+    assert auc_value == pytest.approx(record["test"]["auc"], abs=1e-9)
+    assert acc_value == pytest.approx(record["test"]["accuracy"], abs=1e-12)
+
+
+def test_failed_runs_are_reported(populated, tiny_synth_dir):
+    def broken(*args, **kwargs):
+        raise MemoryError("out of memory (simulated)")
+
+    config = replace(VARIANTS["baseline"].config, epochs=2, seed=7, data_dir=str(tiny_synth_dir))
+    run_experiment("keras", broken, config, runs_dir=populated)
+    records = list_records(populated)
+    md = to_markdown(build_rows(records), records)
+    assert "1 failed" in md and "seed 7: MemoryError: out of memory (simulated)" in md
