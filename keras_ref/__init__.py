@@ -1,0 +1,27 @@
+"""The Keras 3 (TensorFlow backend) reference: the study's configurations trained as the study trained them.
+
+    from ftmed_core.config import ExperimentConfig
+    import keras_ref
+    record = keras_ref.train(ExperimentConfig(data_dir="DIR", epochs=2))   # runs/keras-<key>/record.json
+
+Modules: `model` (build_mlp, weights in the core's layout, logits), `optimizers` (build_optimizer),
+`losses` (make_loss, compile_model), `train` (fit, train), `weights` (neutral weight files).
+
+Importing this package pins KERAS_BACKEND=tensorflow (unless keras was already imported with another
+backend, which raises ImportError) and quiets TensorFlow's C++ logging (TF_CPP_MIN_LOG_LEVEL=2 unless set).
+
+Measured facts this package relies on (keras 3.15 / tensorflow 2.21, CPU; tests pin the first three):
+- `fit(x, y, validation_split=0.2)` validates on the last 20 % of rows, the core's holdout rows.
+- `categorical_crossentropy` on a sigmoid output is softmax cross-entropy on the logits (TF backend).
+- With the same weights and batch, a `keras_ref` model and the study's recipe take bitwise-identical steps.
+- `tf.config.experimental.enable_op_determinism()` changes the numbers on CPU (see
+  benchmarks/keras_speed.py --check-determinism); both settings are repeatable run to run on CPU.
+"""
+
+from keras_ref import _backend  # noqa: F401  (pins the backend before anything imports keras)
+from keras_ref.model import build_mlp, get_weights, logits_model, predict_logits, set_weights
+from keras_ref.train import fit, train
+from keras_ref.weights import export_weights, import_weights
+
+__all__ = ["build_mlp", "export_weights", "fit", "get_weights", "import_weights", "logits_model",
+           "predict_logits", "set_weights", "train"]

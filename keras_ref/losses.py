@@ -1,0 +1,57 @@
+"""The two loss modes in Keras, and the compile call (loss, optimizer, accuracy and AUC).
+
+`loss="keras"` is the study's plain `"categorical_crossentropy"`. On the TensorFlow backend
+(`keras/src/backend/tensorflow/nn.py`, `_get_logits`) it first looks for `output._keras_logits`, which the
+`softmax` and `sigmoid` activations attach to their output: if present it returns
+`tf.nn.softmax_cross_entropy_with_logits` on those pre-activation logits. So softmax *and* sigmoid outputs
+train on softmax cross-entropy of the logits; linear and tanh outputs get the divide-by-sum-and-clip formula.
+
+`loss="probability"` is the literal reading of the study's code, -sum(y log clip(p / sum p, 1e-7, 1 - 1e-7))
+on the activated outputs for every activation. It passes the outputs through `tf.identity` first: the new
+tensor carries no `_keras_logits` and its op is `Identity`, not `Softmax`, so Keras's own
+categorical_crossentropy cannot take the logits shortcut and runs its probability formula (the same ops,
+in the same order, as for a linear output). Both agree with `ftmed_core.losses.per_sample_loss`
+(tests/test_keras_losses.py).
+"""
+
+from __future__ import annotations
+
+from ftmed_core.config import LOSS_MODES, ExperimentConfig
+from ftmed_core.errors import ConfigError
+from keras_ref._backend import keras, tf
+
+KERAS_LOSS = "categorical_crossentropy"
+
+
+@keras.saving.register_keras_serializable(package="ftmed", name="probability_crossentropy")
+def probability_crossentropy(y_true, y_pred):
+    """Cross-entropy on the activated outputs, never on attached logits (per sample, (N,))."""
+    # tf.identity returns a fresh tensor: no `_keras_logits`, op type "Identity" (not "Softmax").
+    return keras.losses.categorical_crossentropy(y_true, tf.identity(y_pred), from_logits=False)
+
+
+def make_loss(config: ExperimentConfig):
+    """What `model.compile(loss=...)` receives for `config.loss`."""
+    if config.loss == "keras":
+        return KERAS_LOSS
+    if config.loss == "probability":
+        return probability_crossentropy
+    raise ConfigError(f"unknown loss {config.loss!r}; choose one of: {', '.join(LOSS_MODES)}")
+
+
+def make_metrics() -> list:
+    """Accuracy (argmax of the activated output vs the one-hot label) and Keras's AUC, as the study logged."""
+    return [keras.metrics.CategoricalAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")]
+
+
+def compile_model(model: keras.Model, config: ExperimentConfig, optimizer=None) -> keras.Model:
+    """Compile with the config's loss and optimizer. XLA off: it changes numerics (and is on by default on GPU)."""
+    from keras_ref.optimizers import build_optimizer
+
+    model.compile(
+        optimizer=optimizer if optimizer is not None else build_optimizer(config.optimizer),
+        loss=make_loss(config),
+        metrics=make_metrics(),
+        jit_compile=False,
+    )
+    return model
