@@ -1,0 +1,200 @@
+"""One run through Lightning: `fit` (the adapter function the core's runner calls) and `train`.
+
+`train(config, run_dir)` = `ftmed_core.runner.run_experiment("lightning", fit, ...)`: the core loads the
+data, draws the initial weights, calls `fit`, computes test metrics and writes the record.
+
+Trainer settings come from `RuntimeConfig` only. Notes on the choices:
+- threads: `torch.set_num_threads(resolve_threads(runtime))` in every process (spawned DDP workers too).
+- determinism: `seed_everything(config.seed)` + `Trainer(deterministic=...)`; on CUDA also
+  CUBLAS_WORKSPACE_CONFIG=:4096:8 and TF32 off, so GPU matmuls are full float32 like the Keras reference.
+- DDP: `strategy="ddp"` is run as `ddp_spawn` unless the processes were started by an external launcher
+  (torchrun/SLURM set LOCAL_RANK). Lightning's plain "ddp" re-executes `sys.argv` for the other ranks,
+  which from pytest or a notebook re-runs the whole test session; spawn works from anywhere. Under spawn,
+  the workers get pickled copies: the caller's `on_epoch` callback is replayed in the calling process
+  after training (it cannot run live), the history comes back through `lightning_history.json` written by
+  rank 0, and Lightning loads rank 0's final weights back into the caller's model for the test logits.
+- quiet: no model summary, no sanity validation, Lightning's info banners muted; a progress bar only when
+  `runtime.progress` (None: when stderr is a terminal).
+- outputs in the run directory: `csv/` (CSVLogger), `checkpoints/last.ckpt` and `checkpoints/best-*.ckpt`
+  (best val_acc), `lightning_history.json`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import lightning
+import lightning.pytorch as L
+import numpy as np
+import torch
+import torchmetrics
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+
+from ftmed_core.config import ExperimentConfig, RuntimeConfig
+from ftmed_core.data import ExperimentData
+from ftmed_core.protocol import Weights
+from ftmed_core.records import HISTORY_KEYS, RunRecord
+from ftmed_core.runner import EpochCallback, FitResult, resolve_threads, run_experiment
+from lightning_ft.datamodule import MedMNISTDataModule
+from lightning_ft.model import predict_logits
+from lightning_ft.system import MLPSystem
+
+HISTORY_FILE = "lightning_history.json"
+_QUIET_LOGGERS = ("lightning.pytorch", "lightning.fabric", "lightning")
+_QUIET_WARNINGS = (
+    r".*does not have many workers.*",
+    r".*Checkpoint directory .* exists and is not empty.*",
+    r".*`isinstance\(treespec, LeafSpec\)` is deprecated.*",
+    r".*GPU available but not used.*",
+    r".*The number of training batches .* is smaller than the logging interval.*",
+    r".*You are using `torch.load` with `weights_only=False`.*",
+    r".*found an empty training set.*",
+    r".*It is recommended to use `self.log\(.*sync_dist=True.*",  # our epoch metrics are reduced already
+)
+
+
+class _WorkerSetup(Callback):
+    """Per-process settings that must also hold in spawned DDP workers (which start from scratch)."""
+
+    def __init__(self, threads: int):
+        self.threads = threads
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        torch.set_num_threads(self.threads)
+
+    def __setstate__(self, state: dict) -> None:
+        # Unpickling is the first thing that happens in a ddp_spawn worker, before Lightning's
+        # "Initializing distributed" banners: the earliest point to quiet them there.
+        self.__dict__.update(state)
+        torch.set_num_threads(self.threads)
+        _quiet_loggers()
+        for pattern in _QUIET_WARNINGS:
+            warnings.filterwarnings("ignore", message=pattern)
+
+
+def _quiet_loggers() -> None:
+    for name in _QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+@contextlib.contextmanager
+def _quiet():
+    levels = {name: logging.getLogger(name).level for name in _QUIET_LOGGERS}
+    _quiet_loggers()
+    with warnings.catch_warnings():
+        for pattern in _QUIET_WARNINGS:
+            warnings.filterwarnings("ignore", message=pattern)
+        try:
+            yield
+        finally:
+            for name, level in levels.items():
+                logging.getLogger(name).setLevel(level)
+
+
+def _externally_launched() -> bool:
+    return "LOCAL_RANK" in os.environ or "TORCHELASTIC_RUN_ID" in os.environ
+
+
+def resolve_strategy(runtime: RuntimeConfig) -> str:
+    """The Lightning strategy name for `runtime.strategy` (see the module docstring for "ddp")."""
+    if runtime.strategy == "ddp" and not _externally_launched():
+        return "ddp_spawn"
+    return runtime.strategy
+
+
+def _uses_cuda(runtime: RuntimeConfig) -> bool:
+    return runtime.accelerator in ("gpu", "cuda") or (runtime.accelerator == "auto" and torch.cuda.is_available())
+
+
+def _cuda_determinism() -> None:
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+
+
+def _device_string(trainer: L.Trainer) -> str:
+    device = trainer.strategy.root_device
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return str(device)
+
+
+def fit(config: ExperimentConfig, runtime: RuntimeConfig, data: ExperimentData, weights: Weights,
+        run_dir: Path, on_epoch: EpochCallback | None = None) -> FitResult:
+    """Train `config` from `weights` with Lightning; the core's `FitFunction`."""
+    run_dir = Path(run_dir)
+    threads = resolve_threads(runtime)
+    torch.set_num_threads(threads)
+    if _uses_cuda(runtime):
+        _cuda_determinism()
+    strategy = resolve_strategy(runtime)
+    spawned = strategy.endswith("_spawn")
+    progress = sys.stderr.isatty() if runtime.progress is None else runtime.progress
+    history_path = run_dir / HISTORY_FILE
+    history_path.unlink(missing_ok=True)
+
+    with _quiet():
+        L.seed_everything(config.seed, verbose=False)
+        system = MLPSystem(config.to_dict(), data.input_dim, data.n_classes, weights=weights)
+        system.history_file = str(history_path)
+        if on_epoch is not None and not spawned:
+            system.epoch_end = lambda epoch, row: on_epoch(epoch, config.epochs, dict(row))
+        checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best-{epoch:03d}",
+                                     monitor="val_acc", mode="max", save_top_k=1, save_last=True)
+        trainer = L.Trainer(
+            accelerator=runtime.accelerator, devices=runtime.devices, num_nodes=runtime.num_nodes,
+            strategy=strategy, precision=runtime.precision, max_epochs=config.epochs,
+            deterministic=runtime.deterministic, logger=CSVLogger(run_dir, name="csv", version=""),
+            callbacks=[checkpoint, _WorkerSetup(threads)], enable_progress_bar=progress,
+            enable_model_summary=False, num_sanity_val_steps=0, use_distributed_sampler=False,
+            log_every_n_steps=50, default_root_dir=run_dir,
+        )
+        started = time.perf_counter()
+        trainer.fit(system, datamodule=MedMNISTDataModule(data, config))
+        training_seconds = time.perf_counter() - started
+
+    rows = system.history if not spawned else json.loads(history_path.read_text())
+    if spawned and on_epoch is not None:
+        for epoch, row in enumerate(rows, start=1):
+            on_epoch(epoch, config.epochs, dict(row))
+    history = {key: [row[key] for row in rows] for key in HISTORY_KEYS}
+    return FitResult(
+        history=history,
+        test_logits=predict_logits(system.model, data.x_test),
+        training_seconds=training_seconds,
+        environment={
+            "torch": torch.__version__,
+            "lightning": lightning.__version__,
+            "torchmetrics": torchmetrics.__version__,
+            "device": _device_string(trainer),
+            "threads": threads,
+            "precision": runtime.precision,
+            "strategy": strategy,
+            "world_size": trainer.world_size,
+            "checkpoint_last": str(checkpoint.last_model_path or ""),
+            "checkpoint_best": str(checkpoint.best_model_path or ""),
+        },
+    )
+
+
+def train(config: ExperimentConfig, run_dir: str | Path | None = None, runtime: RuntimeConfig | None = None,
+          runs_dir: str | Path = "runs", data: ExperimentData | None = None, force: bool = False,
+          on_epoch: EpochCallback | None = None) -> RunRecord:
+    """Train `config` with Lightning and write its run record (reusing a finished identical run)."""
+    return run_experiment("lightning", fit, config, runtime=runtime, run_dir=run_dir, runs_dir=runs_dir,
+                          data=data, force=force, on_epoch=on_epoch)
+
+
+def load_checkpoint(path: str | Path, map_location: str = "cpu") -> torch.nn.Sequential:
+    """The model stored in a Lightning checkpoint written by `fit` (e.g. `checkpoints/last.ckpt`)."""
+    with _quiet():
+        system = MLPSystem.load_from_checkpoint(str(path), map_location=map_location)
+    return system.model
