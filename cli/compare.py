@@ -219,15 +219,21 @@ def _report_done(console, job: Job, runs_dir: Path) -> None:
 
 
 def print_table(rows, records) -> None:
+    """A compact terminal view; comparison.md/.csv carry every column."""
     from rich.console import Console
     from rich.table import Table
 
     from ftmed_core.report import frameworks_in, table_cells, table_columns, title
 
     frameworks = frameworks_in(rows)
-    table = Table(title=title(records), show_lines=False)
-    for column in table_columns(frameworks):
-        table.add_column(column, overflow="fold")
+    columns = table_columns(frameworks)
+    keep = ["variant", "study acc %", *(f"{fw} acc %" for fw in frameworks), *(f"{fw} s/epoch" for fw in frameworks),
+            "Δacc L−K [95% CI]", "equivalence", "vs baseline (pooled)"]
+    index = [columns.index(c) for c in keep if c in columns]
+    table = Table(title=title(records), title_justify="left")
+    for i in index:
+        table.add_column(columns[i], overflow="fold")
     for row in rows:
-        table.add_row(*table_cells(row, frameworks))
-    Console(width=max(160, Console().width)).print(table)
+        cells = table_cells(row, frameworks)
+        table.add_row(*(cells[i] for i in index))
+    Console(width=max(140, Console().width)).print(table)

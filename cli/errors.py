@@ -43,4 +43,6 @@ class FtmedGroup(TyperGroup):
             if exc.errno == errno.ENOSPC:
                 fail(f"disk full while writing {exc.filename or 'output'}; finished runs were not touched", 1)
             fail(f"{exc.strerror or exc}{': ' + str(exc.filename) if exc.filename else ''}", 1)
+        if result == 130:  # Typer turns Ctrl-C inside a command into Exit(130)
+            fail("interrupted; finished runs are kept, rerun the same command to resume", 130)
         sys.exit(result if isinstance(result, int) else 0)

@@ -1,0 +1,90 @@
+"""`ftmed compare` end to end on a tiny generated file: outputs, interruption, resumption, failures."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cli.main import app
+from ftmed_core.records import list_records
+
+pytestmark = pytest.mark.slow
+GRID = ["--variants", "baseline,sgd-momentum", "--seeds", "0,1", "--epochs", "1"]
+
+
+def finished_records(runs: Path) -> dict:
+    return {r.run_key: r for r in list_records(runs) if r.finished}
+
+
+def test_compare_interrupted_resumes_without_retraining_and_writes_every_output(tiny_synth_dir, tmp_path):
+    runs = tmp_path / "runs"
+    args = ["compare", *GRID, "--data-dir", str(tiny_synth_dir), "--runs-dir", str(runs), "--jobs", "1"]
+    # 1. Start the study and press Ctrl-C once the first runs have finished.
+    proc = subprocess.Popen([sys.executable, "-m", "cli.main", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and len(finished_records(runs) if runs.is_dir() else {}) < 2:
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stderr.splitlines()[-1] and "Traceback" not in stderr
+    before = finished_records(runs)
+    assert 2 <= len(before) < 8
+    assert not (runs / "comparison.md").exists()
+
+    # 2. Rerun: finished runs are kept as they are, the rest is trained, the report written.
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert f"({len(before)} already finished)" in result.output
+    after = finished_records(runs)
+    assert len(after) == 8
+    for key, record in before.items():
+        assert after[key].started_at == record.started_at and after[key].finished_at == record.finished_at
+
+    # 3. Every output exists and parses.
+    md = (runs / "comparison.md").read_text()
+    assert md.startswith("# ftmed comparison on SYNTHETIC") and "| sgd-momentum |" in md
+    rows = list(csv.DictReader(open(runs / "comparison.csv")))
+    assert [r["variant"] for r in rows] == ["baseline", "sgd-momentum"]
+    assert all(r["lightning_n"] == "2" and r["keras_n"] == "2" for r in rows)
+    payload = json.loads((runs / "comparison.json").read_text())
+    assert payload["synthetic"] and len(payload["runs"]) == 8
+    plots = sorted(p.name for p in (runs / "plots").iterdir())
+    assert plots == ["accuracy_bars.png", "confusion_keras.png", "confusion_lightning.png",
+                     "curves_baseline.png", "curves_sgd-momentum.png"]
+    assert all((runs / "plots" / p).read_bytes()[:4] == b"\x89PNG" for p in plots)
+    predictions = list((runs / "predictions").glob("pathmnist_test_[[]AUC[]]*@*.csv"))
+    assert len(predictions) == 8
+
+    # 4. A third run trains nothing and `ftmed report` re-renders from the records alone.
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0 and "(8 already finished)" in result.output
+    assert finished_records(runs).keys() == after.keys()
+    (runs / "comparison.md").unlink()
+    result = CliRunner().invoke(app, ["report", str(runs)])
+    assert result.exit_code == 0 and (runs / "comparison.md").read_text() == md
+
+
+def test_failed_runs_are_recorded_and_reported(tiny_synth_dir, tmp_path):
+    """No GPU here: asking for one makes every run fail; each failure is recorded, the study goes on."""
+    runs = tmp_path / "runs"
+    result = CliRunner().invoke(app, ["compare", "--variants", "baseline", "--seeds", "0", "--epochs", "1",
+                                      "--data-dir", str(tiny_synth_dir), "--runs-dir", str(runs),
+                                      "--accelerator", "gpu"])
+    if os.environ.get("CUDA_VISIBLE_DEVICES") or Path("/dev/nvidia0").exists():
+        pytest.skip("a GPU is present")
+    assert result.exit_code == 1
+    records = list_records(runs)
+    assert len(records) == 2 and all(r.status == "failed" and r.error for r in records)
+    md = (runs / "comparison.md").read_text()
+    assert "Failed runs:" in md and "1 failed" in md
