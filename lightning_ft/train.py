@@ -8,7 +8,8 @@ Trainer settings come from `RuntimeConfig` only. Notes on the choices:
 - determinism: `seed_everything(config.seed)` + `Trainer(deterministic=...)`; on CUDA also
   CUBLAS_WORKSPACE_CONFIG=:4096:8 and TF32 off, so GPU matmuls are full float32 like the Keras reference.
 - DDP: `strategy="ddp"` is run as `ddp_spawn` unless the processes were started by an external launcher
-  (torchrun/SLURM set LOCAL_RANK). Lightning's plain "ddp" re-executes `sys.argv` for the other ranks,
+  (torchrun/SLURM set LOCAL_RANK; then every rank calls `train` and only global rank 0 writes the record;
+  checked by hand with `torchrun --nproc_per_node 2` on CPU). Lightning's plain "ddp" re-executes `sys.argv` for the other ranks,
   which from pytest or a notebook re-runs the whole test session; spawn works from anywhere. Under spawn,
   the workers get pickled copies: the caller's `on_epoch` callback is replayed in the calling process
   after training (it cannot run live), the history comes back through `lightning_history.json` written by
@@ -139,7 +140,8 @@ def fit(config: ExperimentConfig, runtime: RuntimeConfig, data: ExperimentData, 
     spawned = strategy.endswith("_spawn")
     progress = sys.stderr.isatty() if runtime.progress is None else runtime.progress
     history_path = run_dir / HISTORY_FILE
-    history_path.unlink(missing_ok=True)
+    if _is_writer():
+        history_path.unlink(missing_ok=True)  # a stale file from an interrupted run must not be read back
 
     with _quiet():
         L.seed_everything(config.seed, verbose=False)
@@ -176,7 +178,7 @@ def fit(config: ExperimentConfig, runtime: RuntimeConfig, data: ExperimentData, 
             "torchmetrics": torchmetrics.__version__,
             "device": _device_string(trainer),
             "threads": threads,
-            "precision": runtime.precision,
+            "precision": str(trainer.precision),  # what ran: Lightning maps 16-mixed on CPU to bf16-mixed
             "strategy": strategy,
             "world_size": trainer.world_size,
             "checkpoint_last": str(checkpoint.last_model_path or ""),
@@ -188,9 +190,36 @@ def fit(config: ExperimentConfig, runtime: RuntimeConfig, data: ExperimentData, 
 def train(config: ExperimentConfig, run_dir: str | Path | None = None, runtime: RuntimeConfig | None = None,
           runs_dir: str | Path = "runs", data: ExperimentData | None = None, force: bool = False,
           on_epoch: EpochCallback | None = None) -> RunRecord:
-    """Train `config` with Lightning and write its run record (reusing a finished identical run)."""
+    """Train `config` with Lightning and write its run record (reusing a finished identical run).
+
+    Under an external launcher (torchrun, SLURM; one process per rank) every process calls this; only
+    global rank 0 (node 0) writes the record, the others train and get an unwritten record back.
+    """
+    if not _is_writer():
+        return _train_without_record(config, run_dir, runtime or RuntimeConfig(), runs_dir, data, on_epoch)
     return run_experiment("lightning", fit, config, runtime=runtime, run_dir=run_dir, runs_dir=runs_dir,
                           data=data, force=force, on_epoch=on_epoch)
+
+
+def _is_writer() -> bool:
+    rank = os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0"))
+    return int(rank or 0) == 0 and int(os.environ.get("NODE_RANK", "0") or 0) == 0
+
+
+def _train_without_record(config, run_dir, runtime, runs_dir, data, on_epoch) -> RunRecord:
+    """A non-zero rank's share of `train`: the same data, weights and fit, nothing written."""
+    from ftmed_core.data import load_experiment_data
+    from ftmed_core.protocol import initial_weights
+    from ftmed_core.records import new_record
+    from ftmed_core.runner import data_summary
+
+    data = data if data is not None else load_experiment_data(config)
+    record = new_record("lightning", config, runtime, data_summary(data))
+    run_dir = Path(run_dir) if run_dir is not None else Path(runs_dir) / record.run_key
+    result = fit(config, runtime, data, initial_weights(config, data.input_dim, data.n_classes), run_dir, on_epoch)
+    record.history, record.status = result.history, "finished"
+    record.environment.update(result.environment)
+    return record
 
 
 def load_checkpoint(path: str | Path, map_location: str = "cpu") -> torch.nn.Sequential:
