@@ -7,6 +7,7 @@ Scalars Keras computes in float32 (bias corrections, momentum schedule) are comp
 from __future__ import annotations
 
 import copy
+import zlib
 
 import numpy as np
 import pytest
@@ -112,8 +113,10 @@ def run_torch(optimizer_factory, params, grad_seq) -> list[np.ndarray]:
 def assert_matches(got, want, params, what):
     for g, w, p0 in zip(got, want, params):
         moved = w - p0.astype(np.float64)
-        # Rounding only: a few float32 ulps of the parameter plus a 1e-5 relative error on the move.
-        np.testing.assert_allclose(g - p0.astype(np.float64), moved, rtol=2e-5, atol=4e-9, err_msg=what)
+        # Rounding only: 1e-5 relative on the move, plus 4 float32 ulps of the largest weight
+        # (a weight is rounded to float32 after every step; a Lion weight can move +lr then -lr).
+        atol = 4 * np.finfo(np.float32).eps * max(np.abs(w).max(), np.abs(p0).max())
+        np.testing.assert_allclose(g - p0.astype(np.float64), moved, rtol=1e-5, atol=atol, err_msg=what)
 
 
 CASES = {
@@ -139,7 +142,7 @@ def test_keras_optimizer_matches_written_formula(case, steps):
     settings = dict(CASES[case])
     name = settings.pop("name", case)
     cfg = optimizer_config(name, **settings)
-    params, grads = random_problem(seed=hash(case) % 1000, steps=steps)
+    params, grads = random_problem(seed=zlib.crc32(case.encode()) + steps, steps=steps)
     got = run_torch(lambda ps: build_optimizer(ps, cfg), params, grads)
     want = keras_reference(name, cfg, params, grads)
     assert_matches(got, want, params, f"{case}, {steps} step(s)")
