@@ -7,8 +7,10 @@
 Contenders, interleaved within each repetition, all from the same initial weights, same compile (loss,
 Adam, accuracy + AUC, no XLA), same thread settings:
   study      model.fit(x, y, validation_split=0.2, batch_size=128)  (the study's recipe; Keras shuffles)
-  keras_ref  keras_ref.train.fit: tf.data gathering the core's batches, one fit for all epochs
-  per_epoch  one model.fit per epoch on x[core permutation], shuffle=False  (the alternative design)
+  keras_ref      keras_ref.train.fit: tf.data gathering the core's batches, steps_per_execution=16
+  keras_ref_spe1 the same with steps_per_execution=1 (what the 16 buys)
+  per_epoch      one model.fit per epoch on x[core permutation], shuffle=False (--per-epoch; the
+                 alternative design, not chosen)
 Seconds per epoch = median over repetitions of each epoch's wall time, first epoch (tracing) excluded
 when there are >= 2 epochs. Target: keras_ref / study <= 1.10. Data: PathMNIST-sized synthetic file
 (/tmp/synthfull/pathmnist.npz, else one is generated in /tmp/bench_synth). The machine may be shared:
@@ -18,6 +20,7 @@ read the ratio, not the absolute numbers.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import statistics
 import subprocess
@@ -38,6 +41,8 @@ from keras_ref._backend import keras
 from keras_ref.losses import compile_model
 from keras_ref.model import build_mlp, get_weights
 from keras_ref.train import configure_runtime, fit
+
+TRAIN_MODULE = importlib.import_module("keras_ref.train")  # `keras_ref.train` is also the function
 
 FULL_FILE = Path("/tmp/synthfull/pathmnist.npz")
 
@@ -77,7 +82,8 @@ def run_study(config, raw_x, raw_y, n_classes):
     return timer.seconds
 
 
-def run_keras_ref(config, runtime, data):
+def run_keras_ref(config, runtime, data, steps_per_execution):
+    TRAIN_MODULE.STEPS_PER_EXECUTION = steps_per_execution
     with tempfile.TemporaryDirectory() as tmp:
         weights = initial_weights(config, data.input_dim, data.n_classes)
         return fit(config, runtime, data, weights, Path(tmp)).history["epoch_seconds"]
@@ -132,7 +138,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--scale", type=float, default=1.0, help="synthetic data scale (1.0 = PathMNIST size)")
     parser.add_argument("--no-deterministic", dest="deterministic", action="store_false")
-    parser.add_argument("--skip-per-epoch", action="store_true")
+    parser.add_argument("--per-epoch", action="store_true", help="also time one fit call per epoch")
     parser.add_argument("--check-determinism", action="store_true")
     args = parser.parse_args()
     if args.check_determinism:
@@ -146,12 +152,14 @@ def main() -> None:
     data = prepare(raw, config.val_mode, config.val_fraction)
     raw_x, raw_y = preprocess_images(raw.images["train"]), raw.labels["train"]
     env = configure_runtime(runtime, config.seed)
+    spe = TRAIN_MODULE.STEPS_PER_EXECUTION
     print(f"data {path} ({len(raw_y)} train rows), {args.epochs} epochs x {args.repeats} repeats, "
           f"threads={env['threads']}, op_determinism={env['op_determinism']}", flush=True)
 
     contenders = {"study": lambda: run_study(config, raw_x, raw_y, data.n_classes),
-                  "keras_ref": lambda: run_keras_ref(config, runtime, data)}
-    if not args.skip_per_epoch:
+                  "keras_ref": lambda: run_keras_ref(config, runtime, data, spe),
+                  "keras_ref_spe1": lambda: run_keras_ref(config, runtime, data, 1)}
+    if args.per_epoch:
         contenders["per_epoch"] = lambda: run_per_epoch(config, data)
     seconds: dict[str, list[float]] = {name: [] for name in contenders}
     for repeat in range(args.repeats):
@@ -159,7 +167,7 @@ def main() -> None:
         for name in order:
             epoch_seconds = contenders[name]()
             seconds[name].extend(steady(epoch_seconds))
-            print(f"  repeat {repeat + 1} {name:10s} " + " ".join(f"{s:.2f}" for s in epoch_seconds), flush=True)
+            print(f"  repeat {repeat + 1} {name:14s} " + " ".join(f"{s:.2f}" for s in epoch_seconds), flush=True)
     medians = {name: statistics.median(values) for name, values in seconds.items()}
     print("median s/epoch: " + ", ".join(f"{name} {value:.2f}" for name, value in medians.items()))
     for name in medians:

@@ -44,7 +44,8 @@ def make_metrics() -> list:
     return [keras.metrics.CategoricalAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")]
 
 
-def compile_model(model: keras.Model, config: ExperimentConfig, optimizer=None) -> keras.Model:
+def compile_model(model: keras.Model, config: ExperimentConfig, optimizer=None,
+                  steps_per_execution: int = 1) -> keras.Model:
     """Compile with the config's loss and optimizer. XLA off: it changes numerics (and is on by default on GPU)."""
     from keras_ref.optimizers import build_optimizer
 
@@ -53,5 +54,6 @@ def compile_model(model: keras.Model, config: ExperimentConfig, optimizer=None) 
         loss=make_loss(config),
         metrics=make_metrics(),
         jit_compile=False,
+        steps_per_execution=steps_per_execution,
     )
     return model

@@ -5,10 +5,10 @@ What the study did and we keep: one-hot labels, categorical_crossentropy, batch 
 batch kept, validation on end-of-epoch weights (`validation_batch_size` = batch size), `model.fit`.
 What we change, and why:
 - The split is the core's (`data.x_train` / `data.x_val`); it equals Keras's `validation_split` rows.
-- The batch order is the core's (`epoch_permutation` + `batch_bounds`), fed as one `tf.data` pipeline
-  that gathers each batch by index (the way Keras's own array adapter does) for all epochs, with
-  `steps_per_epoch` so Keras keeps the one iterator across epochs. `fit(shuffle=True)` draws an order
-  that cannot be handed to torch, and with a global seed it reuses one permutation every epoch.
+- The batch order is the core's (`epoch_permutation` + `batch_bounds`), fed as a `tf.data` pipeline
+  that gathers each batch by index (the way Keras's own array adapter does) and reads the epoch number
+  from a variable a callback sets (`CoreBatches`). `fit(shuffle=True)` draws an order that cannot be
+  handed to torch, and with a global seed it reuses one permutation every epoch.
 - Weights start from the core's numbers (see model.py); seeds, threads, op determinism are explicit.
 """
 
@@ -23,7 +23,7 @@ import numpy as np
 from ftmed_core.config import ExperimentConfig, RuntimeConfig
 from ftmed_core.data import ExperimentData, one_hot
 from ftmed_core.errors import ConfigError
-from ftmed_core.protocol import Weights, epoch_permutation, steps_per_epoch
+from ftmed_core.protocol import Weights, epoch_permutation
 from ftmed_core.records import HISTORY_KEYS, RunRecord
 from ftmed_core.runner import EpochCallback, FitResult, check_finite, resolve_threads, run_experiment
 from keras_ref._backend import keras, tf
@@ -35,6 +35,9 @@ CSV_LOG = "keras_log.csv"
 # Keras's History keys -> the shared record keys.
 HISTORY_FROM_KERAS = {"loss": "train_loss", "accuracy": "train_acc", "val_loss": "val_loss",
                       "val_accuracy": "val_acc"}
+# Train steps per call into the compiled function: the same steps in the same order (bitwise the same
+# weights, tests/test_keras_study_recipe.py), less Python overhead per step. benchmarks/keras_speed.py.
+STEPS_PER_EXECUTION = 16
 PRECISION_POLICIES = {"32": None, "16-mixed": "mixed_float16", "bf16-mixed": "mixed_bfloat16"}
 
 
@@ -116,36 +119,57 @@ def epoch_orders(config: ExperimentConfig, n_rows: int) -> np.ndarray:
                      for epoch in range(config.epochs)])
 
 
-def batch_dataset(x: np.ndarray, y_onehot: np.ndarray, orders: np.ndarray, batch_size: int) -> "tf.data.Dataset":
-    """Every epoch's batches, in `orders`, as one dataset: (x[rows], y[rows]) per batch, last partial kept.
+class CoreBatches:
+    """The core's batches as a `tf.data` pipeline: each pass over `dataset` is one epoch, in that epoch's order.
 
-    Batches are gathered by index from the whole arrays, as Keras's array adapter does for
-    `fit(x, y)`: the rows are never copied into a permuted array.
+    `callback` sets `epoch` at the start of each Keras epoch; Keras starts a fresh pass over the dataset
+    right after, and the pass reads `epoch` once to pick its row order. Batches are gathered by index from
+    the whole arrays (as Keras's own adapter does for `fit(x, y)`), so rows are never copied into a
+    permuted array. Each epoch ends when its pass does, so `steps_per_execution` > 1 cannot run an
+    execution across an epoch boundary.
     """
-    n_rows = orders.shape[1]
-    n_full = n_rows // batch_size
-    orders_tensor = tf.constant(orders, dtype=tf.int64)
 
-    def one_epoch(epoch):
-        order = orders_tensor[epoch]
-        full = tf.reshape(order[: n_full * batch_size], [n_full, batch_size])
-        batches = tf.data.Dataset.from_tensor_slices(full)
-        if n_rows % batch_size:
-            batches = batches.concatenate(tf.data.Dataset.from_tensors(order[n_full * batch_size:]))
-        return batches
+    def __init__(self, x: np.ndarray, y_onehot: np.ndarray, orders: np.ndarray, batch_size: int):
+        n_rows = orders.shape[1]
+        n_full = n_rows // batch_size
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="ftmed_epoch")
+        self.steps = -(-n_rows // batch_size)
+        orders_tensor = tf.constant(orders, dtype=tf.int64)
+        epoch = self.epoch
 
-    indices = tf.data.Dataset.range(len(orders)).flat_map(one_epoch)
-    arrays = tf.data.Dataset.from_tensors((tf.convert_to_tensor(x), tf.convert_to_tensor(y_onehot))).repeat()
+        def this_epoch(_):
+            order = tf.gather(orders_tensor, epoch.read_value())
+            full = tf.reshape(order[: n_full * batch_size], [n_full, batch_size])
+            batches = tf.data.Dataset.from_tensor_slices(full)
+            if n_rows % batch_size:  # the last partial batch is kept
+                batches = batches.concatenate(tf.data.Dataset.from_tensors(order[n_full * batch_size:]))
+            return batches
 
-    def gather(rows, tensors):
-        return tf.gather(tensors[0], rows, axis=0), tf.gather(tensors[1], rows, axis=0)
+        indices = tf.data.Dataset.range(1).flat_map(this_epoch)
+        arrays = tf.data.Dataset.from_tensors((tf.convert_to_tensor(x), tf.convert_to_tensor(y_onehot))).repeat()
 
-    dataset = tf.data.Dataset.zip((indices, arrays)).map(gather, num_parallel_calls=tf.data.AUTOTUNE)
-    options = tf.data.Options()
-    # As Keras's array adapter: skip tf.data's static graph rewrites, which cost more than they save here.
-    options.experimental_optimization.apply_default_optimizations = False
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
+        def gather(rows, tensors):
+            return tf.gather(tensors[0], rows, axis=0), tf.gather(tensors[1], rows, axis=0)
+
+        dataset = tf.data.Dataset.zip((indices, arrays)).map(gather, num_parallel_calls=tf.data.AUTOTUNE)
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(self.steps))
+        options = tf.data.Options()
+        # As Keras's array adapter: skip tf.data's static graph rewrites, which cost more than they save here.
+        options.experimental_optimization.apply_default_optimizations = False
+        # Reading `epoch` is state outside the pipeline; it is what we want each pass to see.
+        options.experimental_external_state_policy = tf.data.experimental.ExternalStatePolicy.IGNORE
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        self.dataset = dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
+        self.callback = _SetEpoch(self.epoch)
+
+
+class _SetEpoch(keras.callbacks.Callback):
+    def __init__(self, epoch: "tf.Variable"):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch.assign(epoch)
 
 
 # -------------------------------------------------------------------------------------------- callbacks
@@ -196,18 +220,18 @@ def fit(config: ExperimentConfig, runtime: RuntimeConfig, data: ExperimentData, 
             from keras_ref.optimizers import build_optimizer
 
             optimizer = keras.optimizers.LossScaleOptimizer(build_optimizer(config.optimizer))
-        compile_model(model, config, optimizer=optimizer)
+        compile_model(model, config, optimizer=optimizer, steps_per_execution=STEPS_PER_EXECUTION)
 
     n_train = len(data.y_train)
-    train_batches = batch_dataset(data.x_train, one_hot(data.y_train, data.n_classes),
-                                  epoch_orders(config, n_train), config.batch_size)
+    batches = CoreBatches(data.x_train, one_hot(data.y_train, data.n_classes), epoch_orders(config, n_train),
+                          config.batch_size)
     report = EpochReport(config.epochs, on_epoch)
-    callbacks = [keras.callbacks.CSVLogger(str(run_dir / CSV_LOG)), report]
+    # Keras runs every callback's on_epoch_begin before it starts the epoch's pass over the data.
+    callbacks = [batches.callback, keras.callbacks.CSVLogger(str(run_dir / CSV_LOG)), report]
     started = time.perf_counter()
     model.fit(
-        train_batches,
+        batches.dataset,
         epochs=config.epochs,
-        steps_per_epoch=steps_per_epoch(n_train, config.batch_size),
         validation_data=(data.x_val, one_hot(data.y_val, data.n_classes)),
         validation_batch_size=config.batch_size,
         shuffle=False,  # the order is the dataset's
@@ -221,7 +245,8 @@ def fit(config: ExperimentConfig, runtime: RuntimeConfig, data: ExperimentData, 
         test_logits=predict_logits(model, data.x_test),
         training_seconds=training_seconds,
         environment={"tensorflow": tf.__version__, "keras": keras.__version__,
-                     "keras_backend": keras.backend.backend(), **env},
+                     "keras_backend": keras.backend.backend(), "steps_per_execution": STEPS_PER_EXECUTION,
+                     "jit_compile": False, **env},
     )
 
 

@@ -19,7 +19,7 @@ from ftmed_core.losses import mean_loss
 from ftmed_core.protocol import batch_bounds, epoch_permutation, initial_weights
 from keras_ref.losses import compile_model
 from keras_ref.model import build_mlp, get_weights, predict_logits
-from keras_ref.train import batch_dataset, epoch_orders, fit
+from keras_ref.train import CoreBatches, epoch_orders, fit
 
 
 def study_model(config, input_dim, n_classes, weights):
@@ -121,13 +121,32 @@ def test_the_dataset_yields_the_cores_batches_in_order():
     n = 100  # 3 full batches and a partial one of 4
     x = np.arange(n * 2, dtype=np.float32).reshape(n, 2)
     y = one_hot(np.arange(n) % 9, 9)
-    dataset = batch_dataset(x, y, epoch_orders(config, n), config.batch_size)
-    got = [(np.asarray(xb), np.asarray(yb)) for xb, yb in dataset]
-    expected = []
+    batches = CoreBatches(x, y, epoch_orders(config, n), config.batch_size)
+    assert batches.steps == 4
     for epoch in range(config.epochs):
+        batches.callback.on_epoch_begin(epoch)
+        got = [(np.asarray(xb), np.asarray(yb)) for xb, yb in batches.dataset]
         order = epoch_permutation(config.seed, epoch, n)
-        expected += [order[start:stop] for start, stop in batch_bounds(n, config.batch_size)]
-    assert len(got) == len(expected) == 12
-    for (xb, yb), rows in zip(got, expected):
-        np.testing.assert_array_equal(xb, x[rows])
-        np.testing.assert_array_equal(yb, y[rows])
+        expected = [order[start:stop] for start, stop in batch_bounds(n, config.batch_size)]
+        assert len(got) == len(expected) == 4
+        for (xb, yb), rows in zip(got, expected):
+            np.testing.assert_array_equal(xb, x[rows])
+            np.testing.assert_array_equal(yb, y[rows])
+
+
+def test_fit_follows_the_cores_order_every_epoch(study, tmp_path):
+    # The reference for "the core's batch order": train_on_batch over epoch_permutation + batch_bounds.
+    config, _, _, data = study
+    config = replace(config, epochs=2, hidden_units=(32,))
+    weights = initial_weights(config, data.input_dim, 9)
+    fit(config, RuntimeConfig(progress=False), data, weights, tmp_path)
+    ours = get_weights(keras.saving.load_model(tmp_path / "model.keras"))
+    model = compile_model(build_mlp(config, data.input_dim, 9, weights), config)
+    y = one_hot(data.y_train, 9)
+    for epoch in range(config.epochs):
+        order = epoch_permutation(config.seed, epoch, len(y))
+        for start, stop in batch_bounds(len(y), config.batch_size):
+            model.train_on_batch(data.x_train[order[start:stop]], y[order[start:stop]])
+    for (k1, b1), (k2, b2) in zip(ours, get_weights(model)):
+        np.testing.assert_array_equal(k1, k2)
+        np.testing.assert_array_equal(b1, b2)

@@ -108,3 +108,12 @@ def test_unsupported_runtime_is_a_clear_error(synth_dir, tmp_path):
     config = ExperimentConfig(data_dir=str(synth_dir), epochs=1, hidden_units=(8,))
     record = keras_ref.train(config, run_dir=tmp_path, runtime=RuntimeConfig(accelerator="mps"))
     assert record.status == "failed" and "mps" in record.error
+
+
+def test_mixed_precision_run_finishes_with_float32_logits(synth_dir, tmp_path):
+    config = ExperimentConfig(data_dir=str(synth_dir), epochs=1, hidden_units=(32,))
+    record = keras_ref.train(config, run_dir=tmp_path, runtime=RuntimeConfig(precision="bf16-mixed", progress=False))
+    assert record.status == "finished", record.error
+    assert record.run_key.endswith("-bf16-mixed")
+    assert np.load(tmp_path / "test_logits.npy").dtype == np.float32
+    assert keras.saving.load_model(tmp_path / "model.keras").layers[0].dtype_policy.name == "mixed_bfloat16"
