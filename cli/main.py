@@ -7,6 +7,7 @@ import typer
 from cli import data as data_cmd
 from cli.errors import FtmedGroup
 from cli.compare import compare
+from cli.parity import parity
 from cli.report import report
 from cli.train import train
 from cli.variants import variants
@@ -23,6 +24,7 @@ app.command()(train)
 app.command()(compare)
 app.command()(report)
 app.command()(variants)
+app.command()(parity)
 app.add_typer(data_cmd.app, name="data")
 
 
