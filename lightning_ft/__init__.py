@@ -8,11 +8,21 @@ Eager on purpose: the submodule `lightning_ft.train` and the function `train` sh
 the submodule lazily later would rebind `lightning_ft.train` to the module.
 """
 
-from lightning_ft.datamodule import MedMNISTDataModule
-from lightning_ft.model import build_mlp, get_weights, set_weights
-from lightning_ft.optimizers import SEMANTICS_TABLE, build_optimizer
-from lightning_ft.system import MLPSystem
-from lightning_ft.train import fit, load_checkpoint, train
+import sys
+
+if "tensorflow" in sys.modules and "triton" not in sys.modules:
+    # Loading triton's native library after TensorFlow's segfaults the process (measured: torch 2.14,
+    # TF 2.21: `import tensorflow; import triton` -> SIGSEGV). lightning -> torchmetrics -> torchvision
+    # -> torch._dynamo probes for triton at import, so a process that imported TF first (a parity test,
+    # a pytest session collecting keras tests first) would crash here. A None entry makes the probe see
+    # "not installed"; only Triton kernels (torch.compile on GPU) are lost, which ftmed does not use.
+    sys.modules["triton"] = None  # type: ignore[assignment]
+
+from lightning_ft.datamodule import MedMNISTDataModule  # noqa: E402
+from lightning_ft.model import build_mlp, get_weights, set_weights  # noqa: E402
+from lightning_ft.optimizers import SEMANTICS_TABLE, build_optimizer  # noqa: E402
+from lightning_ft.system import MLPSystem  # noqa: E402
+from lightning_ft.train import fit, load_checkpoint, train  # noqa: E402
 
 __all__ = [
     "train", "fit", "load_checkpoint", "build_mlp", "get_weights", "set_weights", "build_optimizer",

