@@ -72,9 +72,10 @@ def test_without_shuffling_keras_ref_reproduces_the_study_fit_bit_for_bit(study,
     model = study_model(config, data.input_dim, 9, weights)
     theirs = model.fit(x_full, y_full, validation_split=0.2, batch_size=128, epochs=1, shuffle=False,
                        verbose=0).history
-    assert ours.history["train_loss"] == [pytest.approx(theirs["loss"][0], rel=1e-6)]
-    assert ours.history["val_loss"] == [pytest.approx(theirs["val_loss"][0], rel=1e-6)]
-    assert ours.history["train_acc"] == [pytest.approx(theirs["accuracy"][0], rel=1e-6)]
+    # Bitwise: keras_ref's steps_per_execution=16 and tf.data pipeline change nothing numerically.
+    assert ours.history["train_loss"] == theirs["loss"]
+    assert ours.history["val_loss"] == theirs["val_loss"]
+    assert ours.history["train_acc"] == theirs["accuracy"]
     reloaded = keras.saving.load_model(tmp_path / "model.keras")
     for (k1, b1), (k2, b2) in zip(get_weights(reloaded), get_weights(model)):
         np.testing.assert_array_equal(k1, k2)
