@@ -109,9 +109,12 @@ def parity(
                    "keras": keras.__version__, "python": platform.python_version(), "device": "cpu",
                    "threads": 1, "seconds": round(total, 1)}
     table = Table(title=f"ftmed parity (layers {','.join(map(str, chosen))}, {total:.0f} s)")
-    for column, justify in (("layer", "left"), ("check", "left"), ("variant / optimizer", "left"),
-                            ("max |Δ|", "right"), ("tolerance", "right"), ("verdict", "left")):
-        table.add_column(column, justify=justify)
+    table.add_column("layer")
+    table.add_column("check", no_wrap=True)
+    table.add_column("variant / optimizer", overflow="fold")
+    table.add_column("max |Δ|", justify="right", no_wrap=True)
+    table.add_column("tolerance", justify="right", no_wrap=True)
+    table.add_column("verdict", no_wrap=True)
     styles = {"pass": "green", "FAIL": "bold red", "info": "cyan"}
     for c in checks:
         table.add_row(str(c.layer), c.name, c.subject, _number(c.max_abs_diff), _number(c.tolerance),

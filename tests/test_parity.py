@@ -166,30 +166,37 @@ def test_layer_5_detects_a_scaled_loss(monkeypatch):
 
 # ---------------------------------------------------------------------------------------- 6 optimizers
 
-KNOWN_RULE_BUGS = {
-    # lightning_ft/optimizers.py KerasNadam._update lerps the moments with _f32(1 - beta) (1 - 0.999 rounded
-    # from float64 = 1.0000000e-3) where Keras's Nadam computes 1 - float32(beta) in float32 (9.9998713e-4):
-    # 1.3e-5 relative in v, 3.6e-7 in the weights after 50 steps. Fix: _f32(_F32(1) - _F32(group["beta_2"]))
-    # (and the same for beta_1) in KerasNadam only (Keras's Adam uses the Python-float 1 - beta).
-    "nadam",
-}
-
-
 def test_layer_6_optimizers_keras_rules_match_open_loop():
     rows = pc.layer_6_optimizers()
     keras_rows = [r for r in rows if r.name == "replay, keras rule"]
     torch_rows = [r for r in rows if r.name == "replay, torch.optim"]
     assert len(keras_rows) == len(torch_rows) == len(pc.open_loop_optimizers())
     assert all(r.passed is None for r in torch_rows)  # informational: the measured gap is shown, not asserted
-    assert_all_pass([r for r in keras_rows if r.subject not in KNOWN_RULE_BUGS])
+    assert_all_pass(keras_rows)
     # torch.optim's Adam and RMSprop put epsilon elsewhere: a gap far beyond rounding, shown in the table.
     gaps = {r.subject: r.max_abs_diff for r in torch_rows}
     assert gaps["adam"] > 1e-5 and gaps["rmsprop"] > 1e-4
 
 
-@pytest.mark.xfail(reason="lightning_ft KerasNadam rounds 1 - beta in float64 (see KNOWN_RULE_BUGS)", strict=False)
-def test_layer_6_nadam_matches_keras():
-    assert_all_pass(pc.layer_6_optimizers(["nadam"], semantics=("keras",)))
+def test_layer_6_detects_nadam_with_float64_one_minus_beta(monkeypatch):
+    """The rounding-level bug this layer found in lightning_ft (fixed in 2e5a408): Keras's Nadam computes
+    1 - beta in float32 (1 - float32(0.999) = 9.9998713e-4); rounding 1 - 0.999 from float64 gives 1e-3."""
+    import torch
+
+    from lightning_ft import optimizers
+
+    original_lerp = torch._foreach_lerp_
+
+    def float64_weight_lerp(tensors, ends, weight):
+        for beta in (0.9, 0.999):  # swap Keras's float32 1 - beta for the float64-rounded one
+            if weight == float(np.float32(1) - np.float32(beta)):
+                weight = float(np.float32(1 - beta))
+        return original_lerp(tensors, ends, weight)
+
+    monkeypatch.setattr(torch, "_foreach_lerp_", float64_weight_lerp)
+    rows = pc.layer_6_optimizers(["nadam"], semantics=("keras",))
+    assert_fails(rows, "keras rule")
+    assert rows[0].max_abs_diff < 1e-6  # a rounding-level bug, caught by a rounding-level tolerance
 
 
 def test_layer_6_detects_torch_adam_in_place_of_the_keras_rule(monkeypatch):
