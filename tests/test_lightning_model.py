@@ -94,3 +94,14 @@ def test_accuracy_uses_activated_output_first_index_on_ties():
     assert correct_count(logits, torch.tensor([1]), "softmax").item() == 1
     scores = ref.activate(logits.numpy().astype(np.float32), "sigmoid").astype(np.float32)
     assert int(np.argmax(scores)) == 0
+
+
+def test_importable_after_tensorflow():
+    """`import tensorflow` then lightning (-> triton) segfaulted the process; lightning_ft guards it."""
+    import subprocess
+    import sys
+
+    code = "import tensorflow, lightning_ft, torchmetrics; print('ok')"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**__import__("os").environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
