@@ -55,9 +55,10 @@ def _set_threads(threads: int) -> int:
         try:
             setter(value)  # setting the value already in force is allowed after initialization
         except RuntimeError:
-            print(f"keras_ref: TensorFlow is already initialized with {getter()} threads "
-                  f"(asked for {value}); set threads before the first TensorFlow op", file=sys.stderr)
-    return tf.config.threading.get_intra_op_parallelism_threads() or threads
+            print(f"keras_ref: TensorFlow is already initialized with {getter() or 'its default'} threads "
+                  f"(asked for {value}); they can only be set before the first TensorFlow op", file=sys.stderr)
+    # What is in force: 0 means TF's own choice (one per core), left by a runtime initialized before us.
+    return tf.config.threading.get_intra_op_parallelism_threads()
 
 
 def configure_runtime(runtime: RuntimeConfig, seed: int) -> dict:
@@ -66,7 +67,8 @@ def configure_runtime(runtime: RuntimeConfig, seed: int) -> dict:
         raise ConfigError(f"keras_ref trains on one machine; num_nodes={runtime.num_nodes} is not supported")
     if runtime.accelerator == "mps":
         raise ConfigError("accelerator 'mps' is not available to TensorFlow; choose auto, cpu or gpu")
-    threads = _set_threads(resolve_threads(runtime))
+    requested = resolve_threads(runtime)
+    threads = _set_threads(requested)
     gpus = tf.config.list_physical_devices("GPU")
     if runtime.accelerator == "cpu" and gpus:
         try:
@@ -90,7 +92,8 @@ def configure_runtime(runtime: RuntimeConfig, seed: int) -> dict:
         # the default kernels (keras_ref/__init__.py). Once on, it stays on for the process.
         tf.config.experimental.enable_op_determinism()
     device = ", ".join(g.name for g in gpus[: runtime.devices]) if use_gpu else "cpu"
-    return {"device": device, "threads": threads, "gpus": len(gpus) if use_gpu else 0,
+    return {"device": device, "threads": threads, "threads_requested": requested,
+            "gpus": len(gpus) if use_gpu else 0,
             "op_determinism": _op_determinism_enabled(runtime)}
 
 
