@@ -72,7 +72,13 @@ def markdown(checks, seconds: dict[int, float], environment: dict) -> str:
         note = c.note.replace("|", "\\|")
         lines.append(f"| {c.layer} {LAYERS[c.layer]} | {c.name} | {c.subject} | {_number(c.max_abs_diff)} | "
                      f"{_number(c.tolerance)} | {c.verdict} | {note} |")
-    lines += ["", "Seconds per layer: " + ", ".join(f"{k}: {v:.1f}" for k, v in seconds.items()), ""]
+    lines += ["", "Seconds per layer: " + ", ".join(f"{k}: {v:.1f}" for k, v in seconds.items()), "",
+              "## Tolerances", "", "Each one's origin (measurement and float32 analysis) is in the docstring of its "
+              "layer function in cli/parity_checks.py.", ""]
+    import cli.parity_checks as checks_module
+
+    lines += [line for line in (checks_module.__doc__ or "").splitlines() if line.startswith("|")]
+    lines.append("")
     return "\n".join(lines)
 
 

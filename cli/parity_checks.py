@@ -109,8 +109,10 @@ def _verdict(diff: float, tol: float) -> bool:
 def _error_row(layer: int, name: str, subject: str, tol: float | None, exc: BaseException) -> Check:
     """An exception inside a check is a failure of that check, with the reason in the note."""
     where = traceback.extract_tb(exc.__traceback__)[-1]
+    message = " ".join(str(exc).split())  # one line (TF errors span many)
+    message = message if len(message) <= 400 else message[:400] + " ..."
     return Check(layer, name, subject, float("nan"), tol, False,
-                 f"error: {type(exc).__name__}: {exc} ({Path(where.filename).name}:{where.lineno})")
+                 f"error: {type(exc).__name__}: {message} ({Path(where.filename).name}:{where.lineno})")
 
 
 def _guard(rows: list[Check], layer: int, name: str, subject: str, tol: float | None, fn: Callable[[], list[Check]]):
