@@ -99,7 +99,7 @@ OPTIMIZER_DEFAULTS: dict[str, OptimizerConfig] = {
         name="adagrad", learning_rate=1e-3, initial_accumulator_value=0.1, epsilon=1e-7
     ),
     "adadelta": OptimizerConfig(name="adadelta", learning_rate=1e-3, rho=0.95, epsilon=1e-7),
-    "lion": OptimizerConfig(name="lion", learning_rate=1e-4, beta_1=0.9, beta_2=0.99),
+    "lion": OptimizerConfig(name="lion", learning_rate=1e-3, beta_1=0.9, beta_2=0.99),
 }
 OPTIMIZERS = tuple(OPTIMIZER_DEFAULTS)
 

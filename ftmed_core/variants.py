@@ -62,7 +62,7 @@ _VARIANTS = [
              optimizer=_opt("nadam")),
     _variant("adamw", "AdamW at Keras defaults (decoupled weight decay 0.004)", "optimizers",
              optimizer=_opt("adamw")),
-    _variant("lion", "Lion at Keras defaults (lr 1e-4, betas 0.9/0.99)", "optimizers",
+    _variant("lion", "Lion at Keras defaults (lr 1e-3, betas 0.9/0.99)", "optimizers",
              optimizer=_opt("lion")),
     # Hidden activations other than ReLU.
     _variant("tanh", "tanh hidden activations", "activations", hidden_activation="tanh"),
