@@ -787,7 +787,9 @@ def layer_8_statistical(seeds: Iterable[int] = STAT_SEEDS, epochs: int = STAT_EP
     standard deviation measured here is ~2.6 points (215 test rows; seeds change init and batch order), so
     8 seeds per side give a Welch standard error of ~1.3 and a 90 % CI half-width of ~2.3 points: 3 points
     is about the smallest margin 8 seeds can establish (4 seeds could not: identical means, TOST p = 0.08). The broken configuration measured 15.7 points away.
-    24 runs of 3 epochs take ~70 s on 2 CPU cores.
+    24 runs of 3 epochs take 30-70 s on 2 CPU cores. Runs use `deterministic=False`: Keras's
+    `enable_op_determinism()` is process-wide and one-way, and would change the numbers of every later
+    check in this process (both settings are repeatable run to run on CPU).
     """
     setup_frameworks()
     from ftmed_core.stats import summarize, tost, welch

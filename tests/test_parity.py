@@ -264,6 +264,19 @@ def test_cli_parity_layers_1_2_writes_reports(tmp_path):
     assert "| layer | check |" in (out / "parity.md").read_text()
 
 
+def test_cli_parity_exits_1_on_a_failed_check_and_still_writes_reports(monkeypatch, tmp_path):
+    from cli.main import app
+
+    bad = pc.Check(2, "keras>file>lightning>file", "baseline", 0.5, 0.0, False, "planted failure")
+    info = pc.Check(2, "drift", "baseline", 1e-3, None, None, "informational rows never fail")
+    monkeypatch.setitem(pc.LAYER_FUNCTIONS, 2, lambda: [bad, info])
+    result = CliRunner().invoke(app, ["parity", "--layers", "2", "--out", str(tmp_path)])
+    assert result.exit_code == 1, result.output
+    assert "planted failure" in result.output
+    payload = json.loads((tmp_path / "parity.json").read_text())
+    assert payload["passed"] is False and [c["verdict"] for c in payload["checks"]] == ["FAIL", "info"]
+
+
 def test_cli_parity_rejects_an_unknown_layer(tmp_path):
     from cli.main import app
 
