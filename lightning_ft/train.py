@@ -26,6 +26,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 import warnings
@@ -141,7 +142,11 @@ def fit(config: ExperimentConfig, runtime: RuntimeConfig, data: ExperimentData, 
     progress = sys.stderr.isatty() if runtime.progress is None else runtime.progress
     history_path = run_dir / HISTORY_FILE
     if _is_writer():
-        history_path.unlink(missing_ok=True)  # a stale file from an interrupted run must not be read back
+        # Leftovers of an earlier failed or interrupted attempt in this run directory must not be read
+        # back (history) or mistaken for this run's checkpoints and logs.
+        history_path.unlink(missing_ok=True)
+        for leftover in ("checkpoints", "csv"):
+            shutil.rmtree(run_dir / leftover, ignore_errors=True)
 
     with _quiet():
         L.seed_everything(config.seed, verbose=False)

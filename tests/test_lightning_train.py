@@ -138,3 +138,13 @@ def test_ddp_on_two_cpu_processes_writes_one_record(synth_dir, data, first_run, 
     assert record.test["accuracy"] == pytest.approx(single.test["accuracy"], abs=0.02)
     history = json.loads((Path(tmp_path) / record.run_key / "lightning_history.json").read_text())
     assert len(history) == 2
+
+
+def test_rerun_after_failure_leaves_no_stale_checkpoints(synth_dir, data, tmp_path):
+    config = ExperimentConfig(data_dir=str(synth_dir), epochs=1)
+    stale = tmp_path / "run" / "checkpoints" / "best-epoch=007.ckpt"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("from an earlier, failed attempt")
+    record = lightning_ft.train(config, run_dir=tmp_path / "run", runtime=RUNTIME, data=data)
+    assert record.status == "finished" and not stale.exists()
+    assert record.environment["checkpoint_best"].endswith("best-epoch=000.ckpt")
