@@ -310,7 +310,7 @@ class KerasAdadelta(KerasOptimizer):
 class KerasLion(KerasOptimizer):
     """keras.optimizers.Lion: w -= lr sign(b1 m + (1 - b1) g); then m = b2 m + (1 - b2) g."""
 
-    def __init__(self, params, lr=1e-4, beta_1=0.9, beta_2=0.99, weight_decay=0.0):
+    def __init__(self, params, lr=1e-3, beta_1=0.9, beta_2=0.99, weight_decay=0.0):
         super().__init__(params, dict(lr=lr, beta_1=beta_1, beta_2=beta_2, weight_decay=weight_decay))
 
     def _update(self, group, params, grads, lr, step):
