@@ -635,7 +635,8 @@ def layer_6_optimizers(optimizers: Iterable[str] | None = None, semantics: Itera
                 return [Check(6, "replay, torch.optim", name, max(per_step), None, None,
                               note + "; torch.optim mapping, informational")]
 
-            _guard(rows, 6, "replay, keras rule" if sem == "keras" else "replay, torch.optim", name, OPTIMIZER_TOL if sem == "keras" else None, one)
+            label = "replay, keras rule" if sem == "keras" else "replay, torch.optim"
+            _guard(rows, 6, label, name, OPTIMIZER_TOL if sem == "keras" else None, one)
             if rows and sem == "torch" and rows[-1].note.startswith("error"):
                 rows[-1] = replace(rows[-1], passed=None)  # an unsupported torch mapping is information too
     return rows
@@ -752,7 +753,8 @@ def layer_7_closed_loop(config: ExperimentConfig = BASELINE, workdir: str | Path
 
 # ------------------------------------------------------------------------------------ 8 statistical
 
-STAT_SEEDS = tuple(range(10))
+STAT_SEEDS = tuple(range(16))
+STAT_BROKEN_SEEDS = 5  # the first 5 seeds: the broken configuration is ~17 points off
 STAT_EPOCHS = 3
 STAT_SCALE = 0.03  # PathMNIST at 3 %: 2,160 training rows after the holdout, 215 test rows
 
@@ -784,13 +786,14 @@ def layer_8_statistical(seeds: Iterable[int] = STAT_SEEDS, epochs: int = STAT_EP
 
     Why Adagrad: it is where the broken default bites (the first update is ~lr*sign(g) instead of
     lr*g/sqrt(0.1)), so one set of Keras runs serves both rows. Margin 3 accuracy points: the seed-to-seed
-    standard deviation measured here is 2.6-2.7 points (215 test rows; seeds change init and batch order)
+    standard deviation measured here is 2.6-3.7 points (215 test rows; seeds change init and batch order)
     while Keras and Lightning reach the same accuracy seed by seed, so TOST's p depends on the spread
-    only: 4 seeds per side gave p = 0.08 (not shown equivalent), 8 gave p = 0.022, and 10 seeds (standard
-    error ~1.2, p ~0.01) keep p < 0.05 up to a spread of ~3.8 points. The broken configuration measured
-    15.7-17.8 points away (Welch p < 1e-3). 30 runs of 3 epochs take ~40-80 s on 2 CPU cores.
-    Runs use `deterministic=False`: Keras's `enable_op_determinism()` is process-wide and one-way, and would
-    change the numbers of every later check in this process (both settings are repeatable run to run on CPU).
+    only: 4 seeds per side gave p = 0.08 (not shown equivalent), 8 gave p = 0.022 (spread 2.7), 10 gave
+    p = 0.030 (spread 3.35); 16 seeds gave p = 0.014 (spread 3.7) and keep p < 0.05 up to a spread of ~4.6
+    points. The broken configuration measured 15.7-18.5 points away, so 5 of its seeds suffice (Welch
+    p = 1e-4 against the 16 Keras runs). 37 runs of 3 epochs take ~45-90 s on 2 CPU cores. Runs use
+    `deterministic=False`: Keras's `enable_op_determinism()` is process-wide and one-way, and would change
+    the numbers of every later check in this process (either setting repeats run to run on CPU).
     """
     setup_frameworks()
     from ftmed_core.stats import summarize, tost, welch
@@ -807,7 +810,7 @@ def layer_8_statistical(seeds: Iterable[int] = STAT_SEEDS, epochs: int = STAT_EP
             broken = replace(config, optimizer=replace(config.optimizer, initial_accumulator_value=0.0))
             keras_acc = _accuracies("keras", config, seeds, tmp / "runs")
             lightning_acc = _accuracies("lightning", config, seeds, tmp / "runs")
-            broken_acc = _accuracies("lightning", broken, seeds, tmp / "runs-broken")
+            broken_acc = _accuracies("lightning", broken, seeds[:STAT_BROKEN_SEEDS], tmp / "runs-broken")
             same, diff_same = tost(lightning_acc, keras_acc, margin), welch(lightning_acc, keras_acc)
             bad, diff_bad = tost(broken_acc, keras_acc, margin), welch(broken_acc, keras_acc)
             detected = (not bad.equivalent) and diff_bad.p_value < 0.05
@@ -816,8 +819,8 @@ def layer_8_statistical(seeds: Iterable[int] = STAT_SEEDS, epochs: int = STAT_EP
                 Check(8, "accuracy equivalent (TOST)", f"adagrad, {len(seeds)} seeds", abs(diff_same.diff),
                       margin, bool(same.equivalent),
                       f"keras {k} vs lightning {l} %; TOST p={same.p_value:.3g}: {same.verdict}"),
-                Check(8, "broken config detected", "lightning adagrad acc0=0 vs keras 0.1", abs(diff_bad.diff),
-                      margin, bool(detected),
+                Check(8, "broken config detected", f"lightning adagrad acc0=0 ({len(broken_acc)} seeds)",
+                      abs(diff_bad.diff), margin, bool(detected),
                       f"keras {k} vs broken lightning {b} %; Welch p={diff_bad.p_value:.2g}, TOST: {bad.verdict}"),
             ]
 
