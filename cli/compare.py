@@ -48,7 +48,6 @@ def plan(variants, frameworks, seeds, epochs, dataset, size, data_dir, data_md5,
 def record_crash(job: Job, runtime, data_source: dict, runs_dir: Path, error: str) -> None:
     """The worker died without writing a record (killed, out of memory): record the run as failed."""
     from ftmed_core.records import new_record, read_record, write_record
-    from ftmed_core.runner import data_summary  # noqa: F401  (data_source is already that summary)
 
     run_dir = runs_dir / job.run_key
     if read_record(run_dir) is not None:

@@ -111,8 +111,12 @@ def run_experiment(
     force: bool = False,
     on_failure: Callable[[RunRecord], None] | None = None,
     on_epoch: EpochCallback | None = None,
+    writer: bool = True,
 ) -> RunRecord:
     """Train `config` with `fit` and write its record; reuse a finished identical run unless `force`.
+
+    `writer=False` is for the non-zero ranks of a multi-process run started by an external launcher
+    (torchrun, SLURM): they train the same way but neither read, write nor retire records.
 
     A failure inside training (non-finite loss, out of memory, a crash) is recorded with status "failed"
     and its error, and the record is returned: a study goes on past one bad run. KeyboardInterrupt is not
@@ -122,7 +126,7 @@ def run_experiment(
     data = data if data is not None else load_experiment_data(config)
     record = new_record(framework, config, runtime, data_summary(data))
     run_dir = Path(run_dir) if run_dir is not None else Path(runs_dir) / record.run_key
-    existing = read_record(run_dir)
+    existing = read_record(run_dir) if writer else None
     if existing is not None and existing.finished:
         if not force:
             return existing
@@ -144,7 +148,8 @@ def run_experiment(
         record.error = f"{type(exc).__name__}: {exc}"
         record.environment["traceback"] = traceback.format_exc(limit=8)[-4000:]
         record.finished_at = time.time()
-        write_record(run_dir, record)
+        if writer:
+            write_record(run_dir, record)
         if on_failure:
             on_failure(record)
         return record
@@ -157,5 +162,6 @@ def run_experiment(
     record.training_seconds = float(result.training_seconds)
     record.status = "finished"
     record.finished_at = time.time()
-    write_record(run_dir, record, probabilities=probabilities, logits=logits, labels=data.y_test)
+    if writer:
+        write_record(run_dir, record, probabilities=probabilities, logits=logits, labels=data.y_test)
     return record

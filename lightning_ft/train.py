@@ -200,31 +200,13 @@ def train(config: ExperimentConfig, run_dir: str | Path | None = None, runtime: 
     Under an external launcher (torchrun, SLURM; one process per rank) every process calls this; only
     global rank 0 (node 0) writes the record, the others train and get an unwritten record back.
     """
-    if not _is_writer():
-        return _train_without_record(config, run_dir, runtime or RuntimeConfig(), runs_dir, data, on_epoch)
     return run_experiment("lightning", fit, config, runtime=runtime, run_dir=run_dir, runs_dir=runs_dir,
-                          data=data, force=force, on_epoch=on_epoch)
+                          data=data, force=force, on_epoch=on_epoch, writer=_is_writer())
 
 
 def _is_writer() -> bool:
     rank = os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0"))
     return int(rank or 0) == 0 and int(os.environ.get("NODE_RANK", "0") or 0) == 0
-
-
-def _train_without_record(config, run_dir, runtime, runs_dir, data, on_epoch) -> RunRecord:
-    """A non-zero rank's share of `train`: the same data, weights and fit, nothing written."""
-    from ftmed_core.data import load_experiment_data
-    from ftmed_core.protocol import initial_weights
-    from ftmed_core.records import new_record
-    from ftmed_core.runner import data_summary
-
-    data = data if data is not None else load_experiment_data(config)
-    record = new_record("lightning", config, runtime, data_summary(data))
-    run_dir = Path(run_dir) if run_dir is not None else Path(runs_dir) / record.run_key
-    result = fit(config, runtime, data, initial_weights(config, data.input_dim, data.n_classes), run_dir, on_epoch)
-    record.history, record.status = result.history, "finished"
-    record.environment.update(result.environment)
-    return record
 
 
 def load_checkpoint(path: str | Path, map_location: str = "cpu") -> torch.nn.Sequential:
