@@ -32,11 +32,11 @@ def value(option) -> Optional[str]:
     return option.value if isinstance(option, Enum) else option
 
 
-DatasetOpt = Annotated[Optional[str], typer.Option("--dataset", help="MedMNIST 2D dataset flag [default: pathmnist].")]
-SizeOpt = Annotated[Optional[int], typer.Option("--size", help="Image size: 28, 64, 128 or 224 [default: 28].")]
+DatasetOpt = Annotated[Optional[str], typer.Option("--dataset", help="MedMNIST 2D dataset flag (default: pathmnist).")]
+SizeOpt = Annotated[Optional[int], typer.Option("--size", help="Image size: 28, 64, 128 or 224 (default: 28).")]
 DataDirOpt = Annotated[
     Optional[Path],
-    typer.Option("--data-dir", help="Folder with the .npz files [default: $FTMED_DATA_DIR or ~/.medmnist]."),
+    typer.Option("--data-dir", help="Folder with the .npz files (default: $FTMED_DATA_DIR or ~/.medmnist)."),
 ]
 RunsDirOpt = Annotated[Path, typer.Option("--runs-dir", help="Where run records and reports go.")]
 EpochsOpt = Annotated[Optional[int], typer.Option("--epochs", help="Training epochs (default: the variant's, 20).")]
