@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ftmed_core.records import FRAMEWORKS, RunRecord, atomic_write_text, load_probabilities
-from ftmed_core.stats import summarize, tost, welch
+from ftmed_core.stats import paired_difference, summarize, tost, welch
 from ftmed_core.variants import VARIANTS
 
 DEFAULT_MARGIN = 1.0  # percentage points of test accuracy
@@ -87,6 +87,21 @@ def _study_accuracy(experiment) -> float | None:
     return variant.study_accuracy if same.config_hash() == variant.config.config_hash() else None
 
 
+def _paired_accuracies(records: list[RunRecord]) -> tuple[list, list, str]:
+    """Lightning and Keras accuracies (%), paired by seed where both finished the same >= 2 seeds.
+
+    A seed fixes the initial weights and the batch order for both frameworks, so the two runs of a seed
+    start identical and differ only by rounding: the per-seed difference is the quantity to test. With
+    fewer than two common seeds, fall back to Welch's unpaired comparison of all finished runs.
+    """
+    by_seed = {fw: {r.config["seed"]: 100.0 * r.test["accuracy"] for r in records
+                    if r.finished and r.framework == fw} for fw in FRAMEWORKS}
+    common = sorted(set(by_seed["lightning"]) & set(by_seed["keras"]))
+    if len(common) >= 2:
+        return [by_seed["lightning"][s] for s in common], [by_seed["keras"][s] for s in common], "paired"
+    return list(by_seed["lightning"].values()), list(by_seed["keras"].values()), "welch"
+
+
 def build_rows(records: list[RunRecord], margin: float = DEFAULT_MARGIN, baseline: str = "baseline") -> list[Row]:
     groups: dict[tuple[str, str], list[RunRecord]] = {}
     order: list[tuple[str, str]] = []
@@ -110,11 +125,12 @@ def build_rows(records: list[RunRecord], margin: float = DEFAULT_MARGIN, baselin
                  if any(r.framework == fw for r in recs)}
         difference: dict = {}
         if set(cells) == set(FRAMEWORKS):
-            a, b = cells["lightning"].accuracy, cells["keras"].accuracy
-            d, eq = welch(a, b), tost(a, b, margin, ALPHA)
+            a, b, method = _paired_accuracies(recs)
+            d = paired_difference(a, b) if method == "paired" else welch(a, b)
+            eq = tost(a, b, margin, ALPHA, paired=method == "paired")
             difference = {"diff": d.diff, "low": d.low, "high": d.high, "p_value": d.p_value,
                           "tost_p": eq.p_value, "margin": margin, "equivalent": eq.equivalent,
-                          "verdict": eq.verdict}
+                          "verdict": eq.verdict, "method": method, "n": len(a)}
         vs_baseline: dict = {}
         if base_runs is not None and key[0] != baseline:
             d = welch(pooled_accuracy(recs), pooled_accuracy(base_runs))
@@ -199,8 +215,10 @@ def to_markdown(rows: list[Row], records: list[RunRecord], margin: float = DEFAU
         lines.append("| " + " | ".join(c.replace("|", "/") for c in table_cells(row, frameworks)) + " |")
     lines += [
         "",
-        f"Accuracy: test accuracy in %, mean ± sample std over seeds. Δacc: lightning − keras with Welch's 95 % CI. "
-        f"Equivalence: TOST at α={ALPHA} against ±{margin:g} pp. vs baseline: the variant's accuracy change "
+        f"Accuracy: test accuracy in %, mean ± sample std over seeds. Δacc: lightning − keras with a 95 % CI, "
+        f"paired by seed (a seed gives both frameworks the same initial weights and batch order; Welch's "
+        f"unpaired CI where fewer than 2 seeds are common). "
+        f"Equivalence: TOST at α={ALPHA} against ±{margin:g} pp on the same differences. vs baseline: the variant's accuracy change "
         f"over all its runs (both frameworks pooled), Welch p-value; 'within seed noise' means the study's "
         f"single-run difference could be luck. study acc %: the study's single Keras run on PathMNIST.",
     ]
