@@ -14,7 +14,8 @@ Contenders (seconds per epoch = median over repetitions of the steady epochs; ep
   torch-loop        a minimal hand-written loop on pre-built tensors, torch.optim.Adam(fused=True)
   tutorial          medmnist Dataset + per-sample ToTensor (PIL) + DataLoader, torch.optim.Adam
 The compute floor: the model's FLOPs per epoch (forward + backward over the train rows, forward over the
-val rows) divided by the best GEMM rate torch reaches on this machine for those layer shapes, measured here.
+val rows) divided by the best GEMM rate torch or TensorFlow reaches on this machine for those layer shapes
+(batch 128, 1 or all threads), measured here.
 Also: 1 vs all threads, data load + preprocess time, `ftmed --help` start-up, and peak memory per run.
 """
 
@@ -187,6 +188,7 @@ def child_gemm(model: str, threads: int) -> dict:
     n_train, n_val, batch = 71996, 18000, 128
     flops_epoch = 0.0
     layer_seconds = 0.0
+    wall0, cpu0 = time.perf_counter(), time.process_time()
     for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         forward = 2.0 * fan_in * fan_out
         backward = forward * (1 if i == 0 else 2)  # weight grad always; input grad except the first layer
@@ -207,7 +209,43 @@ def child_gemm(model: str, threads: int) -> dict:
         layer_seconds += best
     step_flops = sum(2.0 * a * b * (3 if i else 2) for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))) * batch
     rate = step_flops / layer_seconds
-    return {"flops_per_epoch": flops_epoch, "gemm_flops_per_s": rate, "floor_seconds": flops_epoch / rate}
+    cores_used = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
+    return {"flops_per_epoch": flops_epoch, "gemm_flops_per_s": rate, "floor_seconds": flops_epoch / rate,
+            "cores_used": cores_used}
+
+
+def child_gemm_tf(model: str, threads: int) -> dict:
+    """The same three GEMMs per layer through TensorFlow (oneDNN), to see whose kernels are faster here."""
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    config = _config(model, 1)
+    sizes = [2352, *config.hidden_units, 9]
+    batch = 128
+    mm = tf.function(lambda a, b: tf.linalg.matmul(a, b))
+    mm_ta = tf.function(lambda a, b: tf.linalg.matmul(a, b, transpose_a=True))
+    mm_tb = tf.function(lambda a, b: tf.linalg.matmul(a, b, transpose_b=True))
+    layer_seconds = 0.0
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        a, w, g = (tf.random.normal(shape) for shape in ((batch, fan_in), (fan_in, fan_out), (batch, fan_out)))
+        for f, x, y in ((mm, a, w), (mm_ta, a, g), (mm_tb, g, w)):
+            f(x, y).numpy()  # trace
+        best = float("inf")
+        for _ in range(7):
+            start = time.perf_counter()
+            for _ in range(20):
+                mm(a, w)
+                mm_ta(a, g)
+                if i:
+                    out = mm_tb(g, w)
+            out = mm(a, w).numpy()
+            best = min(best, (time.perf_counter() - start) / 20)
+        layer_seconds += best
+    step_flops = sum(2.0 * a * b * (3 if i else 2) for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))) * batch
+    cores_used = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
+    return {"gemm_flops_per_s": step_flops / layer_seconds, "cores_used": cores_used}
 
 
 def child_load() -> dict:
@@ -234,6 +272,8 @@ def child_main(argv: list[str]) -> None:
         out = {"epoch_seconds": child_tutorial(model, threads, epochs)}
     elif kind == "gemm":
         out = child_gemm(model, threads)
+    elif kind == "gemm-tf":
+        out = child_gemm_tf(model, threads)
     elif kind == "load":
         out = child_load()
     else:
@@ -297,7 +337,8 @@ def main() -> None:
     results["load"] = [run_child("load", "baseline", 1, 1) for _ in range(3)]
 
     for model in models:
-        entry = {"gemm": {t: run_child("gemm", model, t, 1) for t in thread_counts}, "runs": {}}
+        entry = {"gemm": {t: run_child("gemm", model, t, 1) for t in thread_counts},
+                 "gemm_tf": {t: run_child("gemm-tf", model, t, 1) for t in thread_counts}, "runs": {}}
         plan = [(c, 1) for c in contenders] + [("ftmed-lightning", t) for t in thread_counts if t != 1]
         for rep in range(args.reps):
             for contender, threads in plan:
@@ -327,11 +368,17 @@ def print_summary(results: dict) -> None:
           f"{statistics.median(r['load_seconds'] for r in results['load'] if 'load_seconds' in r):.2f} s")
     for model, entry in results["models"].items():
         gemm = {t: g for t, g in entry["gemm"].items() if "floor_seconds" in g}
-        best_t = min(gemm, key=lambda t: gemm[t]["floor_seconds"])
-        floor = gemm[best_t]["floor_seconds"]
-        rate = gemm[best_t]["gemm_flops_per_s"] / 1e9
-        print(f"\n{model}: {gemm[best_t]['flops_per_epoch'] / 1e9:.0f} GFLOP/epoch; best GEMM rate "
-              f"{rate:.0f} GFLOP/s ({best_t} thread(s)) -> compute floor {floor:.2f} s/epoch")
+        gemm_tf = {t: g for t, g in entry.get("gemm_tf", {}).items() if "gemm_flops_per_s" in g}
+        flops = next(iter(gemm.values()))["flops_per_epoch"]
+        rates = {f"torch {t}t ({g.get('cores_used', 0):.1f} cores busy)": g["gemm_flops_per_s"]
+                 for t, g in gemm.items()}
+        rates.update({f"tf {t}t ({g.get('cores_used', 0):.1f} cores busy)": g["gemm_flops_per_s"]
+                      for t, g in gemm_tf.items()})
+        best = max(rates, key=rates.get)
+        floor = flops / rates[best]
+        print(f"\n{model}: {flops / 1e9:.0f} GFLOP/epoch; GEMM rates (GFLOP/s): "
+              + ", ".join(f"{k} {v / 1e9:.0f}" for k, v in rates.items())
+              + f" -> compute floor {floor:.2f} s/epoch (best: {best})")
         summary = {label: summarize_runs(runs) for label, runs in entry["runs"].items()}
         loop = summary.get("torch-loop@1t")
         study = summary.get("study-keras@1t")
