@@ -72,6 +72,7 @@ def compare(
     devices: DevicesOpt = 1,
     precision: PrecisionOpt = "32",
     margin: MarginOpt = 1.0,
+    tensorboard: Annotated[bool, typer.Option("--tensorboard", help="Also log each run to TensorBoard.")] = False,
 ) -> None:
     """Run variants x frameworks x seeds (resumable) and write the cross-framework comparison."""
     from cli.build import parse_int_list
@@ -111,7 +112,7 @@ def compare(
     cores = resolve_threads(RuntimeConfig())
     per_job = threads or max(1, cores // jobs)
     runtime = RuntimeConfig(accelerator=value(accelerator), devices=devices, precision=value(precision),
-                            threads=per_job, progress=False)
+                            threads=per_job, progress=False, tensorboard=tensorboard)
     planned = plan(chosen, fws, seed_list, epochs, dataset, size, data_dir, raw.md5, runtime.precision)
     runs_dir.mkdir(parents=True, exist_ok=True)
     todo = []

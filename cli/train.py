@@ -55,6 +55,7 @@ def train(
     strategy: StrategyOpt = "auto",
     precision: PrecisionOpt = "32",
     threads: ThreadsOpt = 0,
+    tensorboard: Annotated[bool, typer.Option("--tensorboard", help="Also log to TensorBoard in the run directory.")] = False,
     runs_dir: RunsDirOpt = Path("runs"),
     force: Annotated[bool, typer.Option("--force", help="Retrain even if this exact run finished (the old one is kept aside).")] = False,
 ) -> None:
@@ -73,7 +74,7 @@ def train(
         initial_accumulator_value=initial_accumulator, semantics=value(optimizer_semantics),
     )
     runtime = RuntimeConfig(accelerator=value(accelerator), devices=devices, strategy=strategy,
-                            precision=value(precision), threads=threads)
+                            precision=value(precision), threads=threads, tensorboard=tensorboard)
     progress, update = progress_bar("downloading")
     with progress:
         path = ensure_data(config.dataset, config.size, config.data_dir, progress=update)

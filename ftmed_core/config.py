@@ -11,6 +11,7 @@ Optimizer defaults are Keras 3's (the study ran Keras), spelled out per optimize
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import math
 import re
@@ -229,6 +230,8 @@ class RuntimeConfig:
     deterministic: bool = True
     num_nodes: int = 1
     progress: bool | None = None  # None: a progress bar only when stderr is a terminal
+    # Also log to TensorBoard (run_dir/tensorboard); needs the `tensorboard` package.
+    tensorboard: bool = False
 
     def __post_init__(self) -> None:
         if self.accelerator not in ACCELERATORS:
@@ -241,6 +244,8 @@ class RuntimeConfig:
             raise ConfigError(f"devices and num_nodes must be >= 1, got {self.devices}, {self.num_nodes}")
         if self.threads < 0:
             raise ConfigError(f"threads must be >= 0 (0 = automatic), got {self.threads}")
+        if self.tensorboard and importlib.util.find_spec("tensorboard") is None:
+            raise ConfigError("TensorBoard logging needs the tensorboard package: pip install tensorboard")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -231,6 +231,8 @@ def fit(config: ExperimentConfig, runtime: RuntimeConfig, data: ExperimentData, 
     report = EpochReport(config.epochs, on_epoch)
     # Keras runs every callback's on_epoch_begin before it starts the epoch's pass over the data.
     callbacks = [batches.callback, keras.callbacks.CSVLogger(str(run_dir / CSV_LOG)), report]
+    if runtime.tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard")))
     started = time.perf_counter()
     model.fit(
         batches.dataset,

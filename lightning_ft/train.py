@@ -38,7 +38,7 @@ import numpy as np
 import torch
 import torchmetrics
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from ftmed_core.config import ExperimentConfig, RuntimeConfig
 from ftmed_core.data import ExperimentData
@@ -156,10 +156,13 @@ def fit(config: ExperimentConfig, runtime: RuntimeConfig, data: ExperimentData, 
             system.epoch_end = lambda epoch, row: on_epoch(epoch, config.epochs, dict(row))
         checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best-{epoch:03d}",
                                      monitor="val_acc", mode="max", save_top_k=1, save_last=True)
+        loggers = [CSVLogger(run_dir, name="csv", version="")]
+        if runtime.tensorboard:
+            loggers.append(TensorBoardLogger(run_dir, name="tensorboard", version=""))
         trainer = L.Trainer(
             accelerator=runtime.accelerator, devices=runtime.devices, num_nodes=runtime.num_nodes,
             strategy=strategy, precision=runtime.precision, max_epochs=config.epochs,
-            deterministic=runtime.deterministic, logger=CSVLogger(run_dir, name="csv", version=""),
+            deterministic=runtime.deterministic, logger=loggers,
             callbacks=[checkpoint, _WorkerSetup(threads)], enable_progress_bar=progress,
             enable_model_summary=False, num_sanity_val_steps=0, use_distributed_sampler=False,
             log_every_n_steps=50, default_root_dir=run_dir,

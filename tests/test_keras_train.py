@@ -119,3 +119,14 @@ def test_mixed_precision_run_finishes_with_float32_logits(synth_dir, tmp_path):
     assert record.run_key.endswith("-bf16-mixed")
     assert np.load(tmp_path / "test_logits.npy").dtype == np.float32
     assert keras.saving.load_model(tmp_path / "model.keras").layers[0].dtype_policy.name == "mixed_bfloat16"
+
+
+def test_tensorboard_logging_writes_events(small_config, tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is None:
+        pytest.skip("tensorboard not installed")
+    record = keras_ref.train(replace(small_config, epochs=1), run_dir=tmp_path / "run",
+                             runtime=RuntimeConfig(threads=1, tensorboard=True))
+    assert record.finished
+    assert list((tmp_path / "run" / "tensorboard").rglob("events.out.tfevents.*"))

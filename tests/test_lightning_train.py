@@ -148,3 +148,22 @@ def test_rerun_after_failure_leaves_no_stale_checkpoints(synth_dir, data, tmp_pa
     record = lightning_ft.train(config, run_dir=tmp_path / "run", runtime=RUNTIME, data=data)
     assert record.status == "finished" and not stale.exists()
     assert record.environment["checkpoint_best"].endswith("best-epoch=000.ckpt")
+
+
+def test_tensorboard_logging_is_optional_and_writes_events(small_config, tmp_path, monkeypatch):
+    import importlib.util
+
+    from ftmed_core.errors import ConfigError
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "tensorboard" else real_find_spec(name, *a))
+    with pytest.raises(ConfigError, match="pip install tensorboard"):
+        RuntimeConfig(tensorboard=True)
+    monkeypatch.undo()
+    if importlib.util.find_spec("tensorboard") is None:
+        pytest.skip("tensorboard not installed")
+    record = lightning_ft.train(replace(small_config, epochs=1), run_dir=tmp_path / "run",
+                                runtime=RuntimeConfig(threads=1, tensorboard=True))
+    assert record.finished
+    assert list((tmp_path / "run" / "tensorboard").rglob("events.out.tfevents.*"))
