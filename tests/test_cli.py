@@ -122,3 +122,31 @@ def test_unreadable_runs_dir(tmp_path, tiny_synth_dir):
 
 def test_report_on_empty_dir(tmp_path):
     assert_one_line_error(invoke("report", tmp_path), "holds no run records")
+
+
+def test_full_disk_is_one_line_and_keeps_what_was_written(tmp_path, tiny_synth_dir, monkeypatch):
+    """A full disk while writing the report: one line, exit 1, the finished record and old report intact."""
+    import errno
+
+    import ftmed_core.records as records_mod
+    from ftmed_core.config import ExperimentConfig
+    from ftmed_core.runner import FitResult, run_experiment
+
+    def fit(config, runtime, data, weights, run_dir, on_epoch=None):
+        logits = np.eye(data.n_classes, dtype=np.float32)[data.y_test]
+        hist = {k: [0.5] for k in ("train_loss", "train_acc", "val_loss", "val_acc", "epoch_seconds")}
+        return FitResult(hist, logits, 0.1, {})
+
+    runs = tmp_path / "runs"
+    record = run_experiment("keras", fit, ExperimentConfig(data_dir=str(tiny_synth_dir), epochs=1), runs_dir=runs)
+    assert invoke("report", runs).exit_code == 0
+    before = {p: p.read_bytes() for p in runs.rglob("*") if p.is_file()}
+
+    def full(path, payload):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(records_mod, "atomic_write_bytes", full)
+    result = invoke("report", runs)
+    assert_one_line_error(result, "disk full while writing", "comparison.md", code=1)
+    after = {p: p.read_bytes() for p in runs.rglob("*") if p.is_file()}
+    assert after == before and (runs / record.run_key / "record.json") in after
