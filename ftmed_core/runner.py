@@ -32,16 +32,20 @@ from ftmed_core.records import (
 
 
 class NonFiniteLoss(RuntimeError):
-    """Training produced a NaN or infinite loss; the run is recorded as failed."""
+    """Training produced a NaN or infinite loss; the run is recorded as failed, with the history so far."""
 
-    def __init__(self, epoch: int, value: float, where: str = "train_loss"):
+    def __init__(self, epoch: int, value: float, where: str = "train_loss", history: dict | None = None):
         super().__init__(f"non-finite {where} ({value}) at epoch {epoch}; try a smaller learning rate")
-        self.epoch, self.value = epoch, value
+        self.epoch, self.value, self.where, self.history = epoch, value, where, history
+
+    def __reduce__(self):  # picklable across process boundaries despite the custom signature
+        return (NonFiniteLoss, (self.epoch, self.value, self.where, self.history))
 
 
-def check_finite(value: float, epoch: int, where: str = "train_loss") -> None:
+def check_finite(value: float, epoch: int, where: str = "train_loss", history: dict | None = None) -> None:
+    """Raise NonFiniteLoss for NaN/inf; `history` (the epochs so far) then goes into the failed record."""
     if not math.isfinite(value):
-        raise NonFiniteLoss(epoch, value, where)
+        raise NonFiniteLoss(epoch, value, where, history)
 
 
 @dataclass
@@ -146,6 +150,8 @@ def run_experiment(
     except Exception as exc:  # recorded, not hidden: the record carries the error and its traceback tail
         record.status = "failed"
         record.error = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, NonFiniteLoss) and exc.history:
+            record.history = {k: [float(v) for v in vals] for k, vals in exc.history.items()}
         record.environment["traceback"] = traceback.format_exc(limit=8)[-4000:]
         record.finished_at = time.time()
         if writer:

@@ -197,7 +197,8 @@ class EpochReport(keras.callbacks.Callback):
         values["epoch_seconds"] = seconds
         for key in HISTORY_KEYS:
             self.history[key].append(values[key])
-        check_finite(values["train_loss"], epoch + 1)  # raises NonFiniteLoss out of model.fit
+        # Raises NonFiniteLoss out of model.fit, carrying the epochs so far into the failed record.
+        check_finite(values["train_loss"], epoch + 1, history=self.history)
         if self.on_epoch is not None:
             self.on_epoch(epoch + 1, self.total_epochs, values)
 

@@ -18,7 +18,7 @@ import torch
 
 from ftmed_core.config import ExperimentConfig
 from ftmed_core.protocol import Weights
-from ftmed_core.records import atomic_write_text
+from ftmed_core.records import HISTORY_KEYS, atomic_write_text
 from ftmed_core.runner import check_finite
 from lightning_ft.losses import correct_count, keras_loss
 from lightning_ft.model import build_mlp
@@ -102,7 +102,8 @@ class MLPSystem(L.LightningModule):
         epoch = self.current_epoch + 1
         if self.epoch_end is not None and self.trainer.is_global_zero:
             self.epoch_end(epoch, row)
-        check_finite(train_loss, epoch)
+        check_finite(train_loss, epoch,
+                     history={key: [r.get(key) for r in self.history] for key in HISTORY_KEYS})
 
     def __getstate__(self):
         state = self.__dict__.copy()

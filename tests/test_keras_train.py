@@ -103,7 +103,9 @@ def test_non_finite_loss_is_a_failed_record(synth_dir, tmp_path):
     record = keras_ref.train(config, run_dir=tmp_path, runtime=RUNTIME, data=replace(data, x_train=x_train))
     assert record.status == "failed"
     assert "NonFiniteLoss" in record.error and "epoch 1" in record.error
-    assert read_record(tmp_path).status == "failed"
+    stored = read_record(tmp_path)
+    assert stored.status == "failed"
+    assert len(stored.history["train_loss"]) == 1 and stored.history["train_loss"][0] is None
 
 
 def test_unsupported_runtime_is_a_clear_error(synth_dir, tmp_path):

@@ -119,7 +119,10 @@ def test_non_finite_loss_is_recorded_as_failed(synth_dir, data, tmp_path, how):
     record = lightning_ft.train(config, run_dir=tmp_path / "run", runtime=RUNTIME, data=data)
     assert record.status == "failed"
     assert "NonFiniteLoss" in record.error and "non-finite" in record.error
-    assert read_record(tmp_path / "run").status == "failed"
+    stored = read_record(tmp_path / "run")
+    assert stored.status == "failed"
+    # The epochs trained before the failure stay in the record, the failing one with its null loss.
+    assert len(stored.history["train_loss"]) >= 1 and stored.history["train_loss"][-1] is None
 
 
 def test_ddp_on_two_cpu_processes_writes_one_record(synth_dir, data, first_run, tmp_path):
