@@ -155,15 +155,18 @@ def run_all(todo: list[Job], runtime, source: dict, runs_dir: Path, jobs: int) -
                     job = pending.pop(0)
                     spec = {"framework": job.framework, "config": job.config.to_dict(),
                             "runtime": runtime.to_dict(), "runs_dir": str(runs_dir)}
-                    proc = subprocess.Popen([sys.executable, "-m", "cli.worker", json.dumps(spec)],
-                                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                            bufsize=1)
+                    # stderr goes to a file, not a pipe: a chatty run must never block on a full pipe.
+                    log_path = runs_dir / "logs" / f"{job.run_key}.log"
+                    log_path.parent.mkdir(exist_ok=True)
+                    with open(log_path, "w") as log:
+                        proc = subprocess.Popen([sys.executable, "-m", "cli.worker", json.dumps(spec)],
+                                                stdout=subprocess.PIPE, stderr=log, text=True, bufsize=1)
                     os.set_blocking(proc.stdout.fileno(), False)
                     task = progress.add_task(f"  {job.label}", total=job.config.epochs)
-                    active[proc] = (job, task, [])
+                    active[proc] = (job, task, [], log_path)
                 time.sleep(0.2)
                 for proc in list(active):
-                    job, task, buffer = active[proc]
+                    job, task, buffer, log_path = active[proc]
                     for line in _read_lines(proc, buffer):
                         try:
                             event = json.loads(line)
@@ -173,14 +176,14 @@ def run_all(todo: list[Job], runtime, source: dict, runs_dir: Path, jobs: int) -
                             progress.update(task, completed=event["epoch"])
                     if proc.poll() is None:
                         continue
-                    stderr = proc.stderr.read() or ""
                     del active[proc]
                     progress.remove_task(task)
                     progress.advance(overall)
                     if proc.returncode != 0:
-                        tail = stderr.strip().splitlines()[-1:] or [f"exit code {proc.returncode}"]
+                        tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
                         record_crash(job, runtime, source, runs_dir,
-                                     f"worker process died (exit code {proc.returncode}): {tail[0]}")
+                                     f"worker process died (exit code {proc.returncode}): {tail[0]} "
+                                     f"(log: {log_path})")
                     _report_done(console, job, runs_dir)
         except KeyboardInterrupt:
             for proc in active:

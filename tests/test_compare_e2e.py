@@ -88,3 +88,25 @@ def test_failed_runs_are_recorded_and_reported(tiny_synth_dir, tmp_path):
     assert len(records) == 2 and all(r.status == "failed" and r.error for r in records)
     md = (runs / "comparison.md").read_text()
     assert "Failed runs:" in md and "1 failed" in md
+
+
+def test_a_worker_that_dies_is_recorded_as_failed_with_its_log(tiny_synth_dir, tmp_path):
+    """A worker process that exits with an error before writing a record (here: its data file vanished)
+    gets a failed record naming the error and its log; the loop goes on."""
+    from dataclasses import replace
+
+    from cli.compare import Job, run_all
+    from ftmed_core.config import RuntimeConfig
+    from ftmed_core.records import read_record, run_key
+    from ftmed_core.variants import VARIANTS
+
+    config = replace(VARIANTS["baseline"].config, epochs=1, data_dir=str(tmp_path / "gone"))
+    job = Job("lightning", config, run_key("lightning", config, "0" * 32))
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    runtime = RuntimeConfig(threads=1, progress=False)
+    run_all([job], runtime, {"md5": "0" * 32, "synthetic": {"generator": "test"}}, runs, jobs=1)
+    record = read_record(runs / job.run_key)
+    assert record.status == "failed"
+    assert "worker process died" in record.error and "DataError" in record.error
+    assert (runs / "logs" / f"{job.run_key}.log").read_text()
