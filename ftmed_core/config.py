@@ -212,9 +212,6 @@ class ExperimentConfig:
                 changes.append(f"{f.name}={mine}")
         return ", ".join(changes) if changes else "(none)"
 
-    def smoke(self, epochs: int = 1) -> "ExperimentConfig":
-        """The same configuration, shrunk to `epochs` for a quick local check (big_vision's shrink switch)."""
-        return replace(self, epochs=epochs)
 
 
 @dataclass(frozen=True)

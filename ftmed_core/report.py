@@ -1,8 +1,9 @@
 """The cross-framework comparison: reads run records only, and renders the table as markdown, CSV and JSON.
 
 One row per variant. Per framework: test accuracy mean ± std over seeds, AUC, loss, training time,
-seconds per epoch, parameter count. Across frameworks: the accuracy difference (lightning - keras) with a
-95 % Welch CI and a TOST equivalence verdict against a stated margin. Versus the baseline: the variant's
+seconds per epoch, parameter count. Across frameworks: the accuracy difference (lightning - keras), paired
+by seed (Welch where fewer than two seeds are common), with a 95 % CI and a TOST equivalence verdict
+against a stated margin. Versus the baseline: the variant's
 accuracy change over all its runs (both frameworks pooled) with a Welch p-value, and whether it stands out
 from seed noise -- the study drew its conclusions from single runs. Accuracies are in percent.
 """

@@ -113,7 +113,6 @@ def run_experiment(
     runs_dir: str | Path = "runs",
     data: ExperimentData | None = None,
     force: bool = False,
-    on_failure: Callable[[RunRecord], None] | None = None,
     on_epoch: EpochCallback | None = None,
     writer: bool = True,
 ) -> RunRecord:
@@ -156,8 +155,6 @@ def run_experiment(
         record.finished_at = time.time()
         if writer:
             write_record(run_dir, record)
-        if on_failure:
-            on_failure(record)
         return record
 
     task = dataset_info(config.dataset).task

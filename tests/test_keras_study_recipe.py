@@ -82,14 +82,20 @@ def test_without_shuffling_keras_ref_reproduces_the_study_fit_bit_for_bit(study,
         np.testing.assert_array_equal(b1, b2)
 
 
-def test_same_loss_for_the_same_weights_and_batch(study):
+def _both_models_and_first_batches(study, n_batches: int = 3):
+    """keras_ref's model and the study's recipe from the same weights, and the first batches of epoch 0."""
     config, _, _, data = study
     weights = initial_weights(config, data.input_dim, 9)
     ours = compile_model(build_mlp(config, data.input_dim, 9), config)
     theirs = study_model(config, data.input_dim, 9, weights)
     order = epoch_permutation(config.seed, 0, len(data.y_train))
-    for start, stop in batch_bounds(len(order), config.batch_size)[:3]:
-        rows = order[start:stop]
+    batches = [order[start:stop] for start, stop in batch_bounds(len(order), config.batch_size)[:n_batches]]
+    return config, data, weights, ours, theirs, batches
+
+
+def test_same_loss_for_the_same_weights_and_batch(study):
+    config, data, _, ours, theirs, batches = _both_models_and_first_batches(study)
+    for rows in batches:
         xb, yb = data.x_train[rows], one_hot(data.y_train[rows], 9)
         loss_ours = ours.test_on_batch(xb, yb, return_dict=True)["loss"]
         loss_theirs = theirs.test_on_batch(xb, yb, return_dict=True)["loss"]
@@ -99,13 +105,8 @@ def test_same_loss_for_the_same_weights_and_batch(study):
 
 
 def test_same_update_per_step(study):
-    config, _, _, data = study
-    weights = initial_weights(config, data.input_dim, 9)
-    ours = compile_model(build_mlp(config, data.input_dim, 9), config)
-    theirs = study_model(config, data.input_dim, 9, weights)
-    order = epoch_permutation(config.seed, 0, len(data.y_train))
-    for step, (start, stop) in enumerate(batch_bounds(len(order), config.batch_size)[:3]):
-        rows = order[start:stop]
+    _, data, weights, ours, theirs, batches = _both_models_and_first_batches(study)
+    for step, rows in enumerate(batches):
         xb, yb = data.x_train[rows], one_hot(data.y_train[rows], 9)
         ours.train_on_batch(xb, yb)
         theirs.train_on_batch(xb, yb)
