@@ -35,7 +35,7 @@ def apply_overrides(
     val_mode: str | None = None,
     val_fraction: float | None = None,
     init: str | None = None,
-    shuffle: bool | None = None,
+    shuffle: str | None = None,
     optimizer: str | None = None,
     **optimizer_settings,
 ) -> ExperimentConfig:
@@ -56,7 +56,8 @@ def apply_overrides(
         opt = validate_optimizer(replace(opt, **settings))
     updated = replace(config, optimizer=opt, **changes)
     # A variant changed on the command line is no longer that variant: say so in its name.
-    protocol = {"data_dir", "epochs", "seed", "dataset", "size"}
+    # The shuffle policy is protocol too: it is shown in the report's title and is part of the run key.
+    protocol = {"data_dir", "epochs", "seed", "dataset", "size", "shuffle"}
     if any(k not in protocol for k in changes) or opt != config.optimizer:
         reference = replace(config, **{k: v for k, v in changes.items() if k in protocol})
         updated = replace(updated, name=f"{config.name}+{updated.describe_changes(reference)}")

@@ -16,7 +16,7 @@ import typer
 
 from cli.options import (
     AcceleratorOpt, DataDirOpt, DatasetOpt, DevicesOpt, EpochsOpt, MarginOpt, PrecisionOpt, RunsDirOpt,
-    SizeOpt, ThreadsOpt, value,
+    ShuffleOpt, SizeOpt, ThreadsOpt, value,
 )
 
 
@@ -31,7 +31,8 @@ class Job:
         return f"{self.config.name} / {self.framework} / seed {self.config.seed}"
 
 
-def plan(variants, frameworks, seeds, epochs, dataset, size, data_dir, data_md5, precision) -> list[Job]:
+def plan(variants, frameworks, seeds, epochs, dataset, size, data_dir, data_md5, precision,
+         shuffle: str | None = None) -> list[Job]:
     from ftmed_core.records import run_key
 
     jobs = []
@@ -39,7 +40,8 @@ def plan(variants, frameworks, seeds, epochs, dataset, size, data_dir, data_md5,
         for seed in seeds:
             for framework in frameworks:
                 config = replace(variant.config, seed=seed, data_dir=str(data_dir) if data_dir else None,
-                                 **{k: v for k, v in (("epochs", epochs), ("dataset", dataset), ("size", size))
+                                 **{k: v for k, v in (("epochs", epochs), ("dataset", dataset), ("size", size),
+                                                      ("shuffle", shuffle))
                                     if v is not None})
                 jobs.append(Job(framework, config, run_key(framework, config, data_md5, precision)))
     return jobs
@@ -72,6 +74,7 @@ def compare(
     devices: DevicesOpt = 1,
     precision: PrecisionOpt = "32",
     margin: MarginOpt = 1.0,
+    shuffle: ShuffleOpt = None,
     tensorboard: Annotated[bool, typer.Option("--tensorboard", help="Also log each run to TensorBoard.")] = False,
 ) -> None:
     """Run variants x frameworks x seeds (resumable) and write the cross-framework comparison."""
@@ -113,7 +116,8 @@ def compare(
     per_job = threads or max(1, cores // jobs)
     runtime = RuntimeConfig(accelerator=value(accelerator), devices=devices, precision=value(precision),
                             threads=per_job, progress=False, tensorboard=tensorboard)
-    planned = plan(chosen, fws, seed_list, epochs, dataset, size, data_dir, raw.md5, runtime.precision)
+    planned = plan(chosen, fws, seed_list, epochs, dataset, size, data_dir, raw.md5, runtime.precision,
+                   value(shuffle))
     runs_dir.mkdir(parents=True, exist_ok=True)
     todo = []
     for job in planned:

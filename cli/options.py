@@ -25,6 +25,7 @@ Semantics = _enum("Semantics", cfg.OPTIMIZER_SEMANTICS)
 Precision = _enum("Precision", cfg.PRECISIONS)
 Accelerator = _enum("Accelerator", cfg.ACCELERATORS)
 Framework = _enum("Framework", ("lightning", "keras"))
+ShufflePolicy = _enum("ShufflePolicy", cfg.SHUFFLE_POLICIES)
 
 
 def value(option) -> Optional[str]:
@@ -45,4 +46,9 @@ DevicesOpt = Annotated[int, typer.Option("--devices", help="Devices (GPUs or CPU
 StrategyOpt = Annotated[str, typer.Option("--strategy", help="Lightning strategy: auto, ddp, ddp_spawn, ...")]
 PrecisionOpt = Annotated[Precision, typer.Option("--precision", help="32 (parity), or mixed precision on GPU.")]
 ThreadsOpt = Annotated[int, typer.Option("--threads", help="Intra-op threads per run; 0 = ftmed decides.")]
+ShuffleOpt = Annotated[
+    Optional[ShufflePolicy],
+    typer.Option("--shuffle", help="Training-row order: per-epoch (a new permutation each epoch, default), "
+                 "fixed (one permutation from the seed, reused every epoch, as a seeded Keras fit), none (file order)."),
+]
 MarginOpt = Annotated[float, typer.Option("--margin", help="Equivalence margin in accuracy percentage points.")]

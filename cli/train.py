@@ -10,7 +10,7 @@ import typer
 from cli.build import apply_overrides
 from cli.options import (
     AcceleratorOpt, DataDirOpt, DatasetOpt, DevicesOpt, EpochsOpt, Framework, HiddenActivation, InitScheme,
-    LossMode, Optimizer, OutputActivation, PrecisionOpt, RunsDirOpt, Semantics, SizeOpt, StrategyOpt,
+    LossMode, Optimizer, OutputActivation, PrecisionOpt, RunsDirOpt, Semantics, ShuffleOpt, SizeOpt, StrategyOpt,
     ThreadsOpt, ValMode, value,
 )
 
@@ -47,6 +47,7 @@ def train(
     seed: Annotated[Optional[int], typer.Option("--seed")] = None,
     val_mode: Annotated[Optional[ValMode], typer.Option("--val-mode", help="holdout: Keras validation_split=0.2; official: MedMNIST's val split.")] = None,
     init: Annotated[Optional[InitScheme], typer.Option("--init", help="Initial weights scheme.")] = None,
+    shuffle: ShuffleOpt = None,
     dataset: DatasetOpt = None,
     size: SizeOpt = None,
     data_dir: DataDirOpt = None,
@@ -69,8 +70,8 @@ def train(
         get_variant(variant).config, dataset=dataset, size=size, data_dir=data_dir, epochs=epochs, seed=seed,
         batch_size=batch_size, hidden=hidden, hidden_activation=value(hidden_activation),
         output_activation=value(output_activation), loss=value(loss), val_mode=value(val_mode), init=value(init),
-        optimizer=value(optimizer), learning_rate=lr, momentum=momentum, nesterov=nesterov, beta_1=beta1,
-        beta_2=beta2, epsilon=epsilon, rho=rho, weight_decay=weight_decay,
+        shuffle=value(shuffle), optimizer=value(optimizer), learning_rate=lr, momentum=momentum, nesterov=nesterov,
+        beta_1=beta1, beta_2=beta2, epsilon=epsilon, rho=rho, weight_decay=weight_decay,
         initial_accumulator_value=initial_accumulator, semantics=value(optimizer_semantics),
     )
     runtime = RuntimeConfig(accelerator=value(accelerator), devices=devices, strategy=strategy,
@@ -81,7 +82,7 @@ def train(
     data = prepare(load_npz(path, config.dataset, config.size), config.val_mode, config.val_fraction)
     fw = value(framework)
     typer.echo(f"training {config.name} with {fw} on {data.label}: {config.optimizer.describe()}, "
-               f"hidden {'-'.join(map(str, config.hidden_units))}, {config.epochs} epoch(s), seed {config.seed}")
+               f"hidden {'-'.join(map(str, config.hidden_units))}, {config.epochs} epoch(s), seed {config.seed}, shuffle {config.shuffle}")
 
     def on_epoch(epoch: int, total: int, values: dict) -> None:
         typer.echo(f"  epoch {epoch}/{total}: loss {values['train_loss']:.4f} acc {values['train_acc']:.4f} "

@@ -33,6 +33,11 @@ OPTIMIZER_SEMANTICS = ("keras", "torch")
 PRECISIONS = ("32", "16-mixed", "bf16-mixed")
 ACCELERATORS = ("auto", "cpu", "gpu", "mps")
 SIZES = (28, 64, 128, 224)
+# Training-row order (ftmed_core.protocol.epoch_permutation): "per-epoch" a fresh permutation each epoch,
+# "fixed" one permutation drawn from the seed and reused every epoch (a seeded Keras fit(shuffle=True)),
+# "none" file order every epoch. Records written before the policy existed hold a bool.
+SHUFFLE_POLICIES = ("per-epoch", "fixed", "none")
+_SHUFFLE_FROM_BOOL = {True: "per-epoch", False: "none"}
 
 
 @dataclass(frozen=True)
@@ -164,11 +169,13 @@ class ExperimentConfig:
     # Keras `validation_split`: the last N - floor(N * (1 - val_fraction)) training rows, before shuffling.
     val_fraction: float = 0.2
     init: str = "glorot_uniform"
-    # True: a new permutation of the training rows each epoch (drawn by the core from the seed).
-    # False: the rows in file order every epoch.
-    shuffle: bool = True
+    # SHUFFLE_POLICIES: per-epoch (default), fixed, or none. A bool (old records) reads as True ->
+    # "per-epoch", False -> "none".
+    shuffle: str = "per-epoch"
 
     def __post_init__(self) -> None:
+        if isinstance(self.shuffle, bool):
+            object.__setattr__(self, "shuffle", _SHUFFLE_FROM_BOOL[self.shuffle])
         validate(self)
 
     @property
@@ -192,6 +199,8 @@ class ExperimentConfig:
         data = self.to_dict()
         data.pop("name")
         data.pop("data_dir")
+        # Hashed as the bool it was before the policy existed, so runs already finished keep their keys.
+        data["shuffle"] = {"per-epoch": True, "none": False}.get(self.shuffle, self.shuffle)
         blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -261,6 +270,7 @@ def validate(config: ExperimentConfig) -> None:
     _check_choice("validation mode", config.val_mode, VAL_MODES)
     _check_choice("init scheme", config.init, INIT_SCHEMES)
     _check_choice("image size", config.size, SIZES)
+    _check_choice("shuffle policy", config.shuffle, SHUFFLE_POLICIES)
     if not config.hidden_units:
         raise ConfigError("hidden units must list at least one layer width, e.g. 512,256,128")
     if any((not isinstance(u, int)) or u < 1 for u in config.hidden_units):

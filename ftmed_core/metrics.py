@@ -1,13 +1,16 @@
 """Test metrics, computed once in the core from each framework's test outputs.
 
-AUC follows medmnist's `Evaluator` (`getAUC`): for multi-class and ordinal tasks, the mean over classes of
-the one-vs-rest ROC AUC of that class's score column; for binary tasks, the AUC of the last column.
-Implemented with ranks (Mann-Whitney U, ties averaged), which equals sklearn's `roc_auc_score`.
+AUC is medmnist's `Evaluator` (`medmnist.evaluator.getAUC`), with the same sklearn call: for multi-class
+and ordinal tasks, the mean over classes of `sklearn.metrics.roc_auc_score` of that class's one-vs-rest
+score column; for binary tasks, the AUC of the last column. One difference: a class absent from the test
+labels gives NaN (shown as "n/a") where sklearn would raise. Accuracy is the argmax's (Keras's
+`categorical_accuracy`, = medmnist's getACC for multi-class). The confusion matrix is sklearn's.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from sklearn import metrics as skm
 
 from ftmed_core.losses import activate, mean_loss
 
@@ -17,27 +20,12 @@ def accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(np.argmax(scores, axis=1) == np.asarray(labels)))
 
 
-def _average_ranks(values: np.ndarray) -> np.ndarray:
-    order = np.argsort(values, kind="mergesort")
-    sorted_values = values[order]
-    ranks = np.empty(len(values), dtype=np.float64)
-    # Tied runs share the mean of the ranks they span.
-    boundaries = np.flatnonzero(np.diff(sorted_values)) + 1
-    starts = np.concatenate(([0], boundaries))
-    stops = np.concatenate((boundaries, [len(values)]))
-    mean_rank = (starts + stops + 1) / 2.0  # ranks are 1-based
-    ranks[order] = np.repeat(mean_rank, stops - starts)
-    return ranks
-
-
 def binary_auc(positive: np.ndarray, scores: np.ndarray) -> float:
+    """ROC AUC of `scores` for the rows flagged `positive`; NaN when only one class is present."""
     positive = np.asarray(positive, dtype=bool)
-    n_pos = int(positive.sum())
-    n_neg = len(positive) - n_pos
-    if n_pos == 0 or n_neg == 0:
+    if positive.all() or not positive.any():
         return float("nan")  # undefined; sklearn raises here, a report shows "n/a"
-    ranks = _average_ranks(np.asarray(scores, dtype=np.float64))
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+    return float(skm.roc_auc_score(positive.astype(float), np.asarray(scores, dtype=np.float64)))
 
 
 def auc(scores: np.ndarray, labels: np.ndarray, task: str = "multi-class") -> float:
@@ -61,6 +49,6 @@ def test_metrics(logits: np.ndarray, labels: np.ndarray, output_activation: str,
 
 
 def confusion_matrix(predicted: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
-    matrix = np.zeros((n_classes, n_classes), dtype=np.int64)
-    np.add.at(matrix, (np.asarray(labels), np.asarray(predicted)), 1)
-    return matrix
+    """(n_classes, n_classes) int64 counts, rows = true label, columns = predicted (sklearn's layout)."""
+    return skm.confusion_matrix(np.asarray(labels).reshape(-1), np.asarray(predicted).reshape(-1),
+                                labels=np.arange(n_classes)).astype(np.int64)

@@ -8,8 +8,10 @@ Layout (framework-neutral, = Keras's): a list with one `(kernel, bias)` pair per
 float32 shaped (fan_in, fan_out), bias float32 shaped (fan_out,). torch's `nn.Linear.weight` is the
 transposed kernel (fan_out, fan_in).
 
-Batch order: one permutation of the training rows per epoch, drawn from (seed, epoch); batches are
-consecutive slices of `batch_size` with the last partial batch kept, as Keras's `fit` does.
+Batch order: a permutation of the training rows per epoch, by the config's shuffle policy -- "per-epoch"
+draws one from (seed, epoch), "fixed" draws epoch 0's and reuses it every epoch (what a seeded Keras
+`fit(shuffle=True)` does), "none" keeps file order; batches are consecutive slices of `batch_size` with
+the last partial batch kept, as Keras's `fit` does.
 """
 
 from __future__ import annotations
@@ -56,11 +58,19 @@ def initial_weights(config: ExperimentConfig, input_dim: int, n_classes: int) ->
     return weights
 
 
-def epoch_permutation(seed: int, epoch: int, n_rows: int, shuffle: bool = True) -> np.ndarray:
-    """The order in which epoch `epoch` (0-based) visits the training rows."""
-    if not shuffle:
+def epoch_permutation(seed: int, epoch: int, n_rows: int, shuffle: str | bool = "per-epoch") -> np.ndarray:
+    """The order in which epoch `epoch` (0-based) visits the training rows under policy `shuffle`.
+
+    `shuffle` is one of config.SHUFFLE_POLICIES; a bool is read as old configs meant it (True ->
+    "per-epoch", False -> "none"). "fixed" is "per-epoch"'s epoch-0 order, so the two policies share
+    their first epoch.
+    """
+    policy = {True: "per-epoch", False: "none"}.get(shuffle, shuffle) if isinstance(shuffle, bool) else shuffle
+    if policy == "none":
         return np.arange(n_rows, dtype=np.int64)
-    rng = np.random.default_rng([seed, _ORDER_STREAM, epoch])
+    if policy not in ("per-epoch", "fixed"):
+        raise ValueError(f"unknown shuffle policy {shuffle!r}; choose one of: per-epoch, fixed, none")
+    rng = np.random.default_rng([seed, _ORDER_STREAM, epoch if policy == "per-epoch" else 0])
     return rng.permutation(n_rows).astype(np.int64)
 
 

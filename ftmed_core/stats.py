@@ -1,12 +1,20 @@
-"""Small-sample statistics for comparing runs across seeds, with numpy and the standard library only.
+"""Small-sample statistics for comparing runs across seeds, on scipy.stats (no torch, no TensorFlow).
 
-- `welch`: difference of two means with Welch's t confidence interval and two-sided p-value.
+- `paired_difference`: mean(a_i - b_i) with a t confidence interval and two-sided p-value
+  (`scipy.stats.ttest_rel`), for runs that pair by seed: a seed gives both runs the same initial weights
+  and batch order, so most of the seed-to-seed spread cancels in the difference.
+- `welch`: mean(a) - mean(b) with Welch's t interval and p-value (`scipy.stats.ttest_ind(equal_var=False)`),
+  for unpaired runs.
 - `tost`: two one-sided tests for equivalence within +-margin (equivalent when both one-sided p < alpha,
-  i.e. the (1 - 2 alpha) CI lies inside the margin).
-- `paired_difference` / `tost(..., paired=True)`: the same on per-pair differences (a one-sample t on a_i - b_i). ftmed
-  gives both frameworks the same initial weights and batch order for a seed, so runs pair by seed and
-  most of the seed-to-seed spread cancels in the difference.
-Student's t distribution comes from the regularized incomplete beta function (Lentz continued fraction).
+  i.e. the (1 - 2 alpha) CI lies inside the margin), paired or Welch.
+- `holm`: Holm's step-down adjustment of a family of p-values.
+- Power: `paired_power`, `welch_power` (two-sided t tests against a true difference), `tost_power`
+  (paired TOST when the true difference is `true_diff`), and `seeds_needed` (the smallest number of seeds
+  reaching a target power).
+
+Every difference carries an effect size: Cohen's d_z (mean difference / sd of the differences) when
+paired, Cohen's d with the average of the two variances when unpaired. Inputs are plain sequences of
+floats; NaN/None are dropped by `summarize` but the tests expect clean lists.
 """
 
 from __future__ import annotations
@@ -15,70 +23,22 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import integrate
+from scipy import stats as sps
 
-
-def _betacf(a: float, b: float, x: float) -> float:
-    tiny, eps = 1e-300, 3e-16
-    qab, qap, qam = a + b, a + 1.0, a - 1.0
-    c, d = 1.0, 1.0 - qab * x / qap
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 400):
-        m2 = 2 * m
-        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + aa / c
-        c = c if abs(c) > tiny else tiny
-        h *= d * c
-        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + aa / c
-        c = c if abs(c) > tiny else tiny
-        delta = d * c
-        h *= delta
-        if abs(delta - 1.0) < eps:
-            break
-    return h
-
-
-def betainc(a: float, b: float, x: float) -> float:
-    """Regularized incomplete beta I_x(a, b)."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
-    if x < (a + 1.0) / (a + b + 2.0):
-        return math.exp(log_front) * _betacf(a, b, x) / a
-    return 1.0 - math.exp(log_front) * _betacf(b, a, 1.0 - x) / b
+NAN = float("nan")
 
 
 def t_cdf(t: float, df: float) -> float:
-    if math.isinf(t):
-        return 1.0 if t > 0 else 0.0
-    t2 = t * t
-    if t2 < df:
-        # Near the centre use I_{t^2/(df+t^2)}(1/2, df/2): 1 - df/(df+t^2) would round away small t.
-        half = 0.5 * betainc(0.5, df / 2.0, t2 / (df + t2))
-        return 0.5 + half if t > 0 else 0.5 - half
-    tail = 0.5 * betainc(df / 2.0, 0.5, df / (df + t2))
-    return 1.0 - tail if t > 0 else tail
+    """Student's t CDF (scipy.stats.t)."""
+    return float(sps.t.cdf(t, df))
 
 
 def t_ppf(q: float, df: float) -> float:
-    """Quantile of Student's t (bisection on the CDF; exact to ~1e-12)."""
+    """Quantile of Student's t (scipy.stats.t)."""
     if not 0.0 < q < 1.0:
         raise ValueError(f"quantile must be in (0, 1), got {q}")
-    lo, hi = -1e3, 1e3
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if t_cdf(mid, df) < q:
-            lo = mid
-        else:
-            hi = mid
-    return 0.5 * (lo + hi)
+    return float(sps.t.ppf(q, df))
 
 
 @dataclass(frozen=True)
@@ -94,13 +54,17 @@ class Summary:
 def summarize(values) -> Summary:
     v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=np.float64)
     if len(v) == 0:
-        return Summary(0, float("nan"), float("nan"))
+        return Summary(0, NAN, NAN)
     return Summary(len(v), float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0)
 
 
 @dataclass(frozen=True)
 class Difference:
-    """mean(a) - mean(b) with a confidence interval; NaN fields when either side has fewer than 2 values."""
+    """mean(a) - mean(b) with a confidence interval; NaN fields when either side has fewer than 2 values.
+
+    `method` is "paired" (n = pairs, df = n - 1) or "welch" (n_a, n_b runs; Welch-Satterthwaite df);
+    `effect_size` is Cohen's d_z (paired) or d (Welch), NaN where a spread is zero or undefined.
+    """
 
     diff: float
     low: float
@@ -108,49 +72,50 @@ class Difference:
     p_value: float
     df: float
     confidence: float
+    method: str = ""
+    n_a: int = 0
+    n_b: int = 0
+    effect_size: float = NAN
 
 
-def _welch_parts(a: Summary, b: Summary) -> tuple[float, float]:
-    va, vb = a.std**2 / a.n, b.std**2 / b.n
-    se = math.sqrt(va + vb)
-    if se == 0.0:
-        return 0.0, float("inf")
-    df = (va + vb) ** 2 / ((va**2 / (a.n - 1) if a.n > 1 else 0.0) + (vb**2 / (b.n - 1) if b.n > 1 else 0.0))
-    return se, df
-
-
-def _paired_parts(a, b) -> tuple[float, float, float]:
-    """Mean, standard error and degrees of freedom of the pairwise differences a_i - b_i."""
-    d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
-    return float(d.mean()), float(d.std(ddof=1) / math.sqrt(len(d))), len(d) - 1.0
+def _ci(result, confidence: float) -> tuple[float, float]:
+    ci = result.confidence_interval(confidence)
+    return float(ci.low), float(ci.high)
 
 
 def paired_difference(a, b, confidence: float = 0.95) -> Difference:
-    """mean(a_i - b_i) with a t confidence interval (n - 1 degrees of freedom)."""
-    nan = float("nan")
-    if min(len(a), len(b)) < 2:
-        return Difference(nan, nan, nan, nan, nan, confidence)
-    diff, se, df = _paired_parts(a, b)
-    if se == 0.0:
-        return Difference(diff, diff, diff, 1.0 if diff == 0 else 0.0, df, confidence)
-    half = t_ppf(0.5 + confidence / 2.0, df) * se
-    return Difference(diff, diff - half, diff + half, 2.0 * (1.0 - t_cdf(abs(diff) / se, df)), df, confidence)
+    """mean(a_i - b_i) with a t confidence interval (n - 1 degrees of freedom); a and b align by position."""
+    if len(a) != len(b):
+        raise ValueError(f"paired samples must have the same length, got {len(a)} and {len(b)}")
+    n = len(a)
+    if n < 2:
+        d = float(np.mean(np.subtract(a, b))) if n else NAN
+        return Difference(d, NAN, NAN, NAN, NAN, confidence, "paired", n, n)
+    d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    diff, sd = float(d.mean()), float(d.std(ddof=1))
+    if sd == 0.0:  # every pair differs by the same amount: no spread to test against
+        return Difference(diff, diff, diff, 1.0 if diff == 0 else 0.0, n - 1.0, confidence, "paired", n, n, NAN)
+    result = sps.ttest_rel(a, b)
+    low, high = _ci(result, confidence)
+    return Difference(diff, low, high, float(result.pvalue), float(result.df), confidence, "paired", n, n,
+                      diff / sd)
 
 
 def welch(a, b, confidence: float = 0.95) -> Difference:
+    """mean(a) - mean(b), Welch's unequal-variance t test and interval."""
     sa, sb = summarize(a), summarize(b)
-    nan = float("nan")
     if sa.n < 2 or sb.n < 2:
-        d = sa.mean - sb.mean if sa.n and sb.n else nan
-        return Difference(d, nan, nan, nan, nan, confidence)
+        d = sa.mean - sb.mean if sa.n and sb.n else NAN
+        return Difference(d, NAN, NAN, NAN, NAN, confidence, "welch", sa.n, sb.n)
     diff = sa.mean - sb.mean
-    se, df = _welch_parts(sa, sb)
-    if se == 0.0:
+    spread = math.sqrt((sa.std**2 + sb.std**2) / 2.0)
+    if spread == 0.0:
         p = 1.0 if diff == 0 else 0.0
-        return Difference(diff, diff, diff, p, df, confidence)
-    half = t_ppf(0.5 + confidence / 2.0, df) * se
-    p = 2.0 * (1.0 - t_cdf(abs(diff) / se, df))
-    return Difference(diff, diff - half, diff + half, p, df, confidence)
+        return Difference(diff, diff, diff, p, float("inf"), confidence, "welch", sa.n, sb.n, NAN)
+    result = sps.ttest_ind(a, b, equal_var=False)
+    low, high = _ci(result, confidence)
+    return Difference(diff, low, high, float(result.pvalue), float(result.df), confidence, "welch", sa.n, sb.n,
+                      diff / spread)
 
 
 @dataclass(frozen=True)
@@ -165,18 +130,23 @@ def tost(a, b, margin: float, alpha: float = 0.05, paired: bool = False) -> Equi
     """Is |mean(a) - mean(b)| < margin? Two one-sided t tests at level alpha (Welch, or on pairs)."""
     sa, sb = summarize(a), summarize(b)
     if sa.n < 2 or sb.n < 2:
-        return Equivalence(margin, float("nan"), False, "n/a (need >= 2 seeds per side)")
+        return Equivalence(margin, NAN, False, "n/a (need >= 2 seeds per side)")
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if paired:
-        diff, se, df = _paired_parts(a, b)
+        d = a - b
+        diff, spread = float(d.mean()), float(d.std(ddof=1))
     else:
-        diff = sa.mean - sb.mean
-        se, df = _welch_parts(sa, sb)
-    if se == 0.0:
+        diff, spread = sa.mean - sb.mean, sa.std + sb.std
+    if spread == 0.0:
         p = 0.0 if abs(diff) < margin else 1.0
+    elif paired:
+        p_lower = sps.ttest_1samp(d, -margin, alternative="greater").pvalue  # H0: diff <= -margin
+        p_upper = sps.ttest_1samp(d, margin, alternative="less").pvalue  # H0: diff >= +margin
+        p = float(max(p_lower, p_upper))
     else:
-        p_lower = 1.0 - t_cdf((diff + margin) / se, df)  # H0: diff <= -margin
-        p_upper = t_cdf((diff - margin) / se, df)  # H0: diff >= +margin
-        p = max(p_lower, p_upper)
+        p_lower = sps.ttest_ind(a + margin, b, equal_var=False, alternative="greater").pvalue
+        p_upper = sps.ttest_ind(a - margin, b, equal_var=False, alternative="less").pvalue
+        p = float(max(p_lower, p_upper))
     equivalent = p < alpha
     if equivalent:
         verdict = f"equivalent (±{margin:g})"
@@ -185,3 +155,91 @@ def tost(a, b, margin: float, alpha: float = 0.05, paired: bool = False) -> Equi
         outside = ci.low >= margin or ci.high <= -margin
         verdict = f"different (beyond ±{margin:g})" if outside else f"not shown equivalent (±{margin:g})"
     return Equivalence(margin, p, equivalent, verdict)
+
+
+def holm(p_values) -> list[float]:
+    """Holm's step-down adjusted p-values, in the input order; NaN entries stay NaN and do not count.
+
+    Sorted ascending p_(1) <= ... <= p_(m): adjusted p_(i) = max_{j <= i} min(1, (m - j + 1) p_(j)).
+    Rejecting where the adjusted p < alpha controls the family-wise error rate at alpha.
+    """
+    values = [float(p) for p in p_values]
+    finite = sorted((p, i) for i, p in enumerate(values) if not math.isnan(p))
+    m = len(finite)
+    adjusted = [NAN] * len(values)
+    running = 0.0
+    for rank, (p, i) in enumerate(finite):
+        running = max(running, min(1.0, (m - rank) * p))
+        adjusted[i] = running
+    return adjusted
+
+
+# ------------------------------------------------------------------------------------------------ power
+
+
+def paired_power(n: int, effect: float, sd: float, alpha: float = 0.05) -> float:
+    """Power of the two-sided paired t test (n pairs) when the true mean difference is `effect` and the
+    differences' standard deviation is `sd` (exact: noncentral t)."""
+    if n < 2:
+        return 0.0
+    if sd == 0.0:
+        return 1.0 if effect != 0 else alpha
+    df = n - 1
+    crit = sps.t.ppf(1.0 - alpha / 2.0, df)
+    ncp = effect * math.sqrt(n) / sd
+    return float(sps.nct.sf(crit, df, ncp) + sps.nct.cdf(-crit, df, ncp))
+
+
+def welch_power(n: int, effect: float, sd_a: float, sd_b: float, alpha: float = 0.05) -> float:
+    """Power of the two-sided Welch test with n runs per side (noncentral t with the Welch-Satterthwaite df
+    of the true spreads: an approximation, as Welch's test itself is)."""
+    if n < 2:
+        return 0.0
+    va, vb = sd_a**2 / n, sd_b**2 / n
+    if va + vb == 0.0:
+        return 1.0 if effect != 0 else alpha
+    df = (va + vb) ** 2 / ((va**2 + vb**2) / (n - 1))
+    crit = sps.t.ppf(1.0 - alpha / 2.0, df)
+    ncp = effect / math.sqrt(va + vb)
+    return float(sps.nct.sf(crit, df, ncp) + sps.nct.cdf(-crit, df, ncp))
+
+
+def tost_power(n: int, sd: float, margin: float, alpha: float = 0.05, true_diff: float = 0.0) -> float:
+    """Power of the paired TOST (n pairs, differences ~ Normal(true_diff, sd)) to show equivalence within
+    +-margin: exact, by integrating over the sample sd (chi distribution) the normal probability that the
+    mean difference lands inside +-(margin - t_crit * s / sqrt(n))."""
+    if n < 2:
+        return 0.0
+    if sd == 0.0:
+        return 1.0 if abs(true_diff) < margin else 0.0
+    df = n - 1
+    crit = sps.t.ppf(1.0 - alpha, df)
+    se_true = sd / math.sqrt(n)
+
+    def inside(q: float) -> float:  # q ~ chi2(df): s = sd * sqrt(q / df)
+        half = margin - crit * sd * math.sqrt(q / df) / math.sqrt(n)
+        if half <= 0.0:
+            return 0.0
+        p = sps.norm.cdf((half - true_diff) / se_true) - sps.norm.cdf((-half - true_diff) / se_true)
+        return p * sps.chi2.pdf(q, df)
+
+    q_max = df * (margin * math.sqrt(n) / (crit * sd)) ** 2  # beyond it the interval is empty
+    upper = min(q_max, sps.chi2.ppf(1.0 - 1e-12, df))
+    value, _ = integrate.quad(inside, 0.0, upper, limit=200)
+    return float(min(1.0, max(0.0, value)))
+
+
+def seeds_needed(power_at, target: float = 0.8, n_max: int = 1000) -> int | None:
+    """The smallest n >= 2 with power_at(n) >= target (power grows with n), or None beyond n_max."""
+    if power_at(n_max) < target:
+        return None
+    lo, hi = 2, n_max
+    if power_at(lo) >= target:
+        return lo
+    while hi - lo > 1:  # invariant: power_at(lo) < target <= power_at(hi)
+        mid = (lo + hi) // 2
+        if power_at(mid) >= target:
+            hi = mid
+        else:
+            lo = mid
+    return hi

@@ -28,7 +28,7 @@ Batch = tuple[torch.Tensor, torch.Tensor, int]
 class EpochBatches:
     """The training batches of one epoch; `iter()` asks `epoch_fn` which epoch it is (0-based)."""
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int, shuffle: bool,
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int, shuffle: str | bool,
                  epoch_fn: Callable[[], int], rank: int = 0, world_size: int = 1):
         self.x, self.y = x, y
         self.batch_size, self.seed, self.shuffle = batch_size, seed, shuffle
@@ -40,8 +40,8 @@ class EpochBatches:
     def __iter__(self) -> Iterator[Batch]:
         n = len(self.x)
         order = None
-        if self.shuffle:
-            perm = epoch_permutation(self.seed, self.epoch_fn(), n, True)
+        if self.shuffle not in (False, "none"):  # file order needs no index: batches are views
+            perm = epoch_permutation(self.seed, self.epoch_fn(), n, self.shuffle)
             order = torch.from_numpy(perm).to(self.x.device)
         for start, stop in batch_bounds(n, self.batch_size):
             if order is None and self.world_size == 1:
