@@ -3,9 +3,12 @@
 One row per variant. Per framework: test accuracy mean ± std over seeds, AUC, loss, training time,
 seconds per epoch, parameter count. Across frameworks: the accuracy difference (lightning - keras), paired
 by seed (Welch where fewer than two seeds are common), with a 95 % CI and a TOST equivalence verdict
-against a stated margin. Versus the baseline: the variant's
-accuracy change over all its runs (both frameworks pooled) with a Welch p-value, and whether it stands out
-from seed noise -- the study drew its conclusions from single runs. Accuracies are in percent.
+against a stated margin. Versus the baseline (`vs_baseline`), per framework and for the per-seed mean
+over frameworks: the variant's accuracy change with a 95 % CI and an effect size, paired by seed where
+the variant starts from the baseline's initial weights and batch order (`shares_start`), Welch otherwise;
+each seed counts once per side. p-values are Holm-adjusted over the variants compared with the baseline
+in that column. `power_notes` says how many seeds the equivalence and vs-baseline tests would need for
+80 % power where the study did not show them. Accuracies are in percent.
 """
 
 from __future__ import annotations
@@ -20,11 +23,15 @@ from pathlib import Path
 import numpy as np
 
 from ftmed_core.records import FRAMEWORKS, RunRecord, atomic_write_text, load_probabilities
-from ftmed_core.stats import paired_difference, summarize, tost, welch
+from ftmed_core.stats import (
+    holm, paired_difference, paired_power, seeds_needed, summarize, tost, tost_power, welch, welch_power,
+)
 from ftmed_core.variants import VARIANTS
 
 DEFAULT_MARGIN = 1.0  # percentage points of test accuracy
 ALPHA = 0.05
+POWER = 0.8  # the power the seed-count advice aims for
+SEED_MEAN = "seed mean"  # the pooled vs-baseline view: frameworks averaged per seed, then tested over seeds
 
 
 @dataclass
@@ -53,7 +60,9 @@ class Row:
     study_accuracy: float | None
     cells: dict  # framework -> FrameworkCell
     difference: dict  # lightning - keras accuracy: diff, low, high, p_value, tost_p, verdict
-    vs_baseline: dict  # diff, p_value, verdict
+    # The headline view (SEED_MEAN with >= 2 frameworks, else the one framework): diff, low, high, p_value,
+    # p_holm, method, n_a, n_b, df, effect_size, effect_name, verdict, view; plus "per_framework": {fw: view}.
+    vs_baseline: dict
 
 
 def _cell(framework: str, records: list[RunRecord]) -> FrameworkCell:
@@ -84,7 +93,8 @@ def _study_accuracy(experiment) -> float | None:
     variant = VARIANTS.get(experiment.name)
     if variant is None or variant.study_accuracy is None:
         return None
-    same = replace(experiment, seed=variant.config.seed, epochs=variant.config.epochs)
+    same = replace(experiment, seed=variant.config.seed, epochs=variant.config.epochs,
+                   shuffle=variant.config.shuffle)
     return variant.study_accuracy if same.config_hash() == variant.config.config_hash() else None
 
 
@@ -103,6 +113,100 @@ def _paired_accuracies(records: list[RunRecord]) -> tuple[list, list, str]:
     return list(by_seed["lightning"].values()), list(by_seed["keras"].values()), "welch"
 
 
+# What `ftmed_core.protocol` draws a run's start from, besides the seed: initial weights from the layer
+# widths (input width and class count come with the data file) and the init scheme; the row order from
+# the number of training rows (data file and split) and the shuffle policy.
+_START_FIELDS = ("hidden_units", "init", "dataset", "size", "val_mode", "val_fraction", "shuffle")
+
+
+def shares_start(a, b) -> bool:
+    """Whether two ExperimentConfigs give a seed the same initial weights and the same row order, so that
+    their runs pair by seed (same data file assumed, as within one comparison)."""
+    return all(getattr(a, name) == getattr(b, name) for name in _START_FIELDS)
+
+
+def _accuracy_by_seed(records: list[RunRecord], framework: str | None = None) -> dict:
+    return {r.config["seed"]: 100.0 * r.test["accuracy"] for r in records
+            if r.finished and (framework is None or r.framework == framework)}
+
+
+def _seed_means(records: list[RunRecord], frameworks: list[str]) -> dict:
+    """Per seed, the mean accuracy over `frameworks`, for seeds every one of them finished: one number per
+    seed, because a seed's runs in different frameworks start identical and are one observation."""
+    per = [_accuracy_by_seed(records, fw) for fw in frameworks]
+    seeds = set.intersection(*(set(p) for p in per)) if per else set()
+    return {s: float(np.mean([p[s] for p in per])) for s in sorted(seeds)}
+
+
+def _vs_view(variant: dict, base: dict, pair: bool) -> dict:
+    """variant - baseline accuracy (seed -> %): paired over common seeds when `pair` and >= 2 are common,
+    otherwise Welch over all seeds of each side. Each seed counts once per side."""
+    common = sorted(set(variant) & set(base))
+    if pair and len(common) >= 2:
+        a, b = [variant[s] for s in common], [base[s] for s in common]
+        d = paired_difference(a, b)
+        spread = {"sd_diff": float(np.std(np.subtract(a, b), ddof=1))}
+        effect_name = "d_z"
+    else:
+        a, b = list(variant.values()), list(base.values())
+        d = welch(a, b)
+        spread = {"sd_variant": summarize(a).std, "sd_baseline": summarize(b).std}
+        effect_name = "d"
+    return {"diff": d.diff, "low": d.low, "high": d.high, "p_value": d.p_value, "df": d.df, "method": d.method,
+            "n_a": d.n_a, "n_b": d.n_b, "effect_size": d.effect_size, "effect_name": effect_name, **spread}
+
+
+def _vs_verdict(view: dict) -> str:
+    p = view.get("p_holm", float("nan"))
+    if math.isnan(p):
+        return "n/a (need >= 2 seeds each)"
+    if p < ALPHA:
+        return "better" if view["diff"] > 0 else "worse"
+    return "within seed noise"
+
+
+def _tost_seeds_needed(a: list, b: list, method: str, margin: float) -> int | None:
+    """Seeds (paired runs) for 80 % power of the paired TOST within +-margin if the frameworks truly agree,
+    with the measured spread of the per-seed differences (Welch rows: the two spreads combined, as if
+    the runs were paired with no benefit from pairing)."""
+    if min(len(a), len(b)) < 2:
+        return None
+    if method == "paired":
+        sd = float(np.std(np.subtract(a, b), ddof=1))
+    else:
+        sd = math.hypot(summarize(a).std, summarize(b).std)
+    return seeds_needed(lambda n: tost_power(n, sd, margin, ALPHA), POWER)
+
+
+def _vs_seeds_needed(view: dict, margin: float, m: int) -> int | None:
+    """Seeds for 80 % power to detect a change of `margin` pp with this view's test and measured spread,
+    at Holm's strictest level alpha/m (so the count suffices at every step)."""
+    level = ALPHA / max(1, m)
+    if view["method"] == "paired":
+        return seeds_needed(lambda n: paired_power(n, margin, view["sd_diff"], level), POWER)
+    return seeds_needed(lambda n: welch_power(n, margin, view["sd_variant"], view["sd_baseline"], level), POWER)
+
+
+def _add_vs_baseline(rows: list[Row], margin: float) -> None:
+    """Holm-adjust each vs-baseline column over its variants, then add verdicts and seed-count advice."""
+    views = sorted({name for row in rows for name in row.vs_baseline.get("_views", {})})
+    for name in views:
+        members = [row.vs_baseline["_views"][name] for row in rows if name in row.vs_baseline.get("_views", {})]
+        m = sum(1 for v in members if not math.isnan(v["p_value"]))
+        for view, adjusted in zip(members, holm([v["p_value"] for v in members])):
+            view["p_holm"], view["holm_m"] = adjusted, m
+            view["verdict"] = _vs_verdict(view)
+            if not math.isnan(view["p_value"]):
+                view["seeds_for_power"] = _vs_seeds_needed(view, margin, m)
+    for row in rows:
+        found = row.vs_baseline.pop("_views", None)
+        if not found:
+            continue
+        per_framework = {k: v for k, v in found.items() if k != SEED_MEAN}
+        headline = SEED_MEAN if SEED_MEAN in found else next(iter(found))
+        row.vs_baseline = {**found[headline], "view": headline, "per_framework": per_framework}
+
+
 def build_rows(records: list[RunRecord], margin: float = DEFAULT_MARGIN, baseline: str = "baseline") -> list[Row]:
     groups: dict[tuple[str, str], list[RunRecord]] = {}
     order: list[tuple[str, str]] = []
@@ -114,9 +218,6 @@ def build_rows(records: list[RunRecord], margin: float = DEFAULT_MARGIN, baselin
         groups[key].append(record)
     registry_order = {name: i for i, name in enumerate(VARIANTS)}
     order.sort(key=lambda k: (registry_order.get(k[0], len(registry_order)), k[0]))
-
-    def pooled_accuracy(recs):
-        return [100.0 * r.test["accuracy"] for r in recs if r.finished]
 
     base_runs = next((groups[k] for k in order if k[0] == baseline), None)
     rows = []
@@ -132,22 +233,25 @@ def build_rows(records: list[RunRecord], margin: float = DEFAULT_MARGIN, baselin
             difference = {"diff": d.diff, "low": d.low, "high": d.high, "p_value": d.p_value,
                           "tost_p": eq.p_value, "margin": margin, "equivalent": eq.equivalent,
                           "verdict": eq.verdict, "method": method, "n": len(a)}
+            difference["seeds_for_power"] = _tost_seeds_needed(a, b, method, margin)
         vs_baseline: dict = {}
-        if base_runs is not None and key[0] != baseline:
-            d = welch(pooled_accuracy(recs), pooled_accuracy(base_runs))
-            if math.isnan(d.p_value):
-                verdict = "n/a (need >= 2 runs each)"
-            elif d.p_value < ALPHA:
-                verdict = "better" if d.diff > 0 else "worse"
-            else:
-                verdict = "within seed noise"
-            vs_baseline = {"diff": d.diff, "low": d.low, "high": d.high, "p_value": d.p_value, "verdict": verdict}
         experiment = recs[0].experiment
+        if base_runs is not None and key[0] != baseline:
+            pair = shares_start(experiment, base_runs[0].experiment)
+            frameworks = [fw for fw in FRAMEWORKS if any(r.framework == fw for r in recs)
+                          and any(r.framework == fw for r in base_runs)]
+            views = {fw: _vs_view(_accuracy_by_seed(recs, fw), _accuracy_by_seed(base_runs, fw), pair)
+                     for fw in frameworks}
+            if len(frameworks) > 1:
+                views[SEED_MEAN] = _vs_view(_seed_means(recs, frameworks), _seed_means(base_runs, frameworks), pair)
+            vs_baseline = {"_views": views}  # completed by _add_vs_baseline once every row is known
         base_config = VARIANTS[baseline].config if baseline in VARIANTS else experiment
         # Seeds and epochs are the study's protocol, not the variant's change: leave them out of "changes".
-        base_config = replace(base_config, seed=experiment.seed, epochs=experiment.epochs)
+        base_config = replace(base_config, seed=experiment.seed, epochs=experiment.epochs,
+                              shuffle=experiment.shuffle)
         rows.append(Row(key[0], key[1], experiment.describe_changes(base_config), _study_accuracy(experiment),
                         cells, difference, vs_baseline))
+    _add_vs_baseline(rows, margin)
     return rows
 
 
@@ -166,7 +270,9 @@ def _acc_text(cell: FrameworkCell) -> str:
 def title(records: list[RunRecord]) -> str:
     labels = sorted({r.data.get("label", r.data.get("dataset", "?")) for r in records})
     epochs = sorted({r.config["epochs"] for r in records})
-    text = f"ftmed comparison on {', '.join(labels)}, {'/'.join(map(str, epochs))} epoch(s)"
+    shuffles = sorted({r.experiment.shuffle for r in records})
+    text = (f"ftmed comparison on {', '.join(labels)}, {'/'.join(map(str, epochs))} epoch(s), "
+            f"shuffle {'/'.join(shuffles)}")
     if any(r.synthetic for r in records):
         text += " -- SYNTHETIC DATA, not PathMNIST: the numbers show the tool, not the study's results"
     return text
@@ -176,8 +282,24 @@ def table_columns(frameworks) -> list[str]:
     columns = ["variant", "changes", "study acc %"]
     for fw in frameworks:
         columns += [f"{fw} acc %", f"{fw} AUC", f"{fw} loss", f"{fw} train s", f"{fw} s/epoch"]
-    columns += ["params", "Δacc L−K [95% CI]", "equivalence", "vs baseline (pooled)"]
+    columns += ["params", "Δacc L−K [95% CI]", "equivalence", *vs_baseline_columns(frameworks)]
     return columns
+
+
+def vs_baseline_columns(frameworks) -> list[str]:
+    """One vs-baseline column per framework, plus the per-seed mean over frameworks when there are several."""
+    columns = [f"{fw} vs baseline" for fw in frameworks]
+    return columns + ([f"vs baseline ({SEED_MEAN})"] if len(frameworks) > 1 else [])
+
+
+def _vs_text(view: dict | None) -> str:
+    """'-2.10 pp [-3.40, -0.80], d_z=-2.9; paired n=3, Holm p=0.012 (m=4): worse'."""
+    if not view:
+        return ""
+    ci = f"[{_fmt(view['low'], '+.2f')}, {_fmt(view['high'], '+.2f')}]"
+    n = f"n={view['n_a']}" if view["method"] == "paired" else f"n={view['n_a']} vs {view['n_b']}"
+    return (f"{_fmt(view['diff'], '+.2f')} pp {ci}, {view['effect_name']}={_fmt(view['effect_size'], '+.1f')}; "
+            f"{view['method']} {n}, Holm p={_fmt(view['p_holm'], '.3f')} (m={view['holm_m']}): {view['verdict']}")
 
 
 def table_cells(row: Row, frameworks) -> list[str]:
@@ -198,7 +320,10 @@ def table_cells(row: Row, frameworks) -> list[str]:
     else:
         out += ["", ""]
     b = row.vs_baseline
-    out.append(f"{_fmt(b['diff'], '+.2f')} pp, p={_fmt(b['p_value'], '.3f')}: {b['verdict']}" if b else "(baseline)")
+    views = [b.get("per_framework", {}).get(fw) for fw in frameworks]
+    if len(frameworks) > 1:
+        views.append(b if b.get("view") == SEED_MEAN else None)
+    out += [_vs_text(v) if b else "(baseline)" for v in views]
     return out
 
 
@@ -219,14 +344,62 @@ def to_markdown(rows: list[Row], records: list[RunRecord], margin: float = DEFAU
         f"Accuracy: test accuracy in %, mean ± sample std over seeds. Δacc: lightning − keras with a 95 % CI, "
         f"paired by seed (a seed gives both frameworks the same initial weights and batch order; Welch's "
         f"unpaired CI where fewer than 2 seeds are common). "
-        f"Equivalence: TOST at α={ALPHA} against ±{margin:g} pp on the same differences. vs baseline: the variant's accuracy change "
-        f"over all its runs (both frameworks pooled), Welch p-value; 'within seed noise' means the study's "
-        f"single-run difference could be luck. study acc %: the study's single Keras run on PathMNIST.",
+        f"Equivalence: TOST at α={ALPHA} against ±{margin:g} pp on the same differences. "
+        f"vs baseline: variant − baseline accuracy in pp with its 95 % CI and effect size, per framework"
+        + (f" and for the per-seed mean over frameworks ({SEED_MEAN}: a seed's runs start identical in every "
+           f"framework, so they count once)" if len(frameworks) > 1 else "")
+        + f"; 'paired' = paired t test by seed (the variant starts from the baseline's initial weights and "
+        f"batch order), effect d_z = mean difference / sd of the differences; 'Welch' = Welch's unequal-variance "
+        f"t test, effect d = difference / sqrt of the mean of the two variances; n = seeds per side. "
+        f"p-values are Holm-adjusted over the m variants compared with the baseline in that column; 'within "
+        f"seed noise' means the study's single-run difference could be luck. study acc %: the study's single "
+        f"Keras run on PathMNIST.",
     ]
+    notes = power_notes(rows, margin)
+    if notes:
+        lines += ["", "Seeds needed:"] + [f"- {n}" for n in notes]
     failures = [e for row in rows for c in row.cells.values() for e in c.errors]
     if failures:
         lines += ["", "Failed runs:"] + [f"- {e}" for e in failures]
     return "\n".join(lines) + "\n"
+
+
+def _needed_text(needed: int | None) -> str:
+    return "more than 1000" if needed is None else str(needed)
+
+
+def power_notes(rows: list[Row], margin: float = DEFAULT_MARGIN) -> list[str]:
+    """One line per test that the runs are too few seeds for (80 % power, measured seed spread); empty when
+    every shown-or-not verdict already had the seeds it needs.
+
+    Equivalence: paired TOST within +-margin assuming the frameworks truly agree. vs baseline (headline
+    view): a two-sided test detecting a change of `margin` pp at Holm's strictest level alpha/m."""
+    notes = []
+    tested = [r for r in rows if r.difference and not math.isnan(r.difference.get("tost_p", float("nan")))]
+    not_shown = [r for r in tested if not r.difference["equivalent"]
+                 and not r.difference["verdict"].startswith("different")]
+    short = [r for r in not_shown
+             if r.difference["seeds_for_power"] is None or r.difference["seeds_for_power"] > r.difference["n"]]
+    if short:
+        needed = [r.difference["seeds_for_power"] for r in short]
+        top = None if None in needed else max(needed)
+        per = ", ".join(f"{r.variant} {_needed_text(r.difference['seeds_for_power'])}" for r in short)
+        notes.append(f"equivalence not shown for {len(not_shown)} of {len(tested)} variants: about "
+                     f"{_needed_text(top)} seeds would be needed for {POWER:.0%} power at ±{margin:g} pp if the "
+                     f"frameworks truly agree ({per})")
+    compared = [r for r in rows if r.vs_baseline and not math.isnan(r.vs_baseline["p_value"])]
+    quiet = [r for r in compared if r.vs_baseline["verdict"] == "within seed noise"]
+    short = [r for r in quiet if r.vs_baseline["seeds_for_power"] is None
+             or r.vs_baseline["seeds_for_power"] > r.vs_baseline["n_a"]]
+    if short:
+        needed = [r.vs_baseline["seeds_for_power"] for r in short]
+        top = None if None in needed else max(needed)
+        per = ", ".join(f"{r.variant} {_needed_text(r.vs_baseline['seeds_for_power'])}" for r in short)
+        view = short[0].vs_baseline["view"]
+        notes.append(f"vs baseline ({view}): no change shown for {len(quiet)} of {len(compared)} variants: about "
+                     f"{_needed_text(top)} seeds would be needed to detect a ±{margin:g} pp change with "
+                     f"{POWER:.0%} power after Holm's correction ({per})")
+    return notes
 
 
 def to_csv(rows: list[Row]) -> str:
@@ -237,8 +410,12 @@ def to_csv(rows: list[Row]) -> str:
     for fw in frameworks:
         header += [f"{fw}_{k}" for k in ("n", "failed", "acc_mean", "acc_std", "auc_mean", "loss_mean",
                                          "train_seconds_mean", "seconds_per_epoch_mean", "params")]
-    header += ["diff", "diff_low", "diff_high", "diff_p", "tost_p", "equivalent", "vs_baseline_diff",
-               "vs_baseline_p", "vs_baseline_verdict"]
+    header += ["diff", "diff_low", "diff_high", "diff_p", "tost_p", "equivalent", "tost_seeds_for_power"]
+    # The headline vs-baseline view (seed mean over frameworks, or the one framework), then each framework's.
+    vs_fields = ("diff", "low", "high", "p_value", "p_holm", "holm_m", "method", "n_a", "n_b", "effect_name",
+                 "effect_size", "verdict", "seeds_for_power")
+    views = ["", *(f"{fw}_" for fw in frameworks)] if len(frameworks) > 1 else [""]
+    header += [f"{prefix}vs_baseline_{k}" for prefix in views for k in vs_fields]
     writer.writerow(header)
     for row in rows:
         values = [row.variant, row.config_hash, row.changes, row.study_accuracy]
@@ -252,7 +429,12 @@ def to_csv(rows: list[Row]) -> str:
                        c.mean("training_seconds"), c.mean("seconds_per_epoch"), c.parameter_count]
         d, b = row.difference, row.vs_baseline
         values += [d.get("diff"), d.get("low"), d.get("high"), d.get("p_value"), d.get("tost_p"),
-                   d.get("equivalent"), b.get("diff"), b.get("p_value"), b.get("verdict")]
+                   d.get("equivalent"), d.get("seeds_for_power")]
+        values += [b.get(k) for k in vs_fields]
+        if len(frameworks) > 1:
+            for fw in frameworks:
+                view = b.get("per_framework", {}).get(fw, {})
+                values += [view.get(k) for k in vs_fields]
         writer.writerow(["" if v is None or (isinstance(v, float) and math.isnan(v)) else v for v in values])
     return out.getvalue()
 
