@@ -351,8 +351,8 @@ def to_markdown(rows: list[Row], records: list[RunRecord], margin: float = DEFAU
         + f"; 'paired' = paired t test by seed (the variant starts from the baseline's initial weights and "
         f"batch order), effect d_z = mean difference / sd of the differences; 'Welch' = Welch's unequal-variance "
         f"t test, effect d = difference / sqrt of the mean of the two variances; n = seeds per side. "
-        f"p-values are Holm-adjusted over the m variants compared with the baseline in that column; 'within "
-        f"seed noise' means the study's single-run difference could be luck. study acc %: the study's single "
+        f"p-values are Holm-adjusted over the m variants compared with the baseline in that column (the CIs "
+        f"are not adjusted); 'within seed noise' means the study's single-run difference could be luck. study acc %: the study's single "
         f"Keras run on PathMNIST.",
     ]
     notes = power_notes(rows, margin)
