@@ -130,7 +130,7 @@ def compare(
 
     records = [r for r in (read_record(runs_dir / job.run_key) for job in planned) if r is not None]
     outputs = render(runs_dir, records, margin)
-    print_table(outputs["rows"], records)
+    print_table(outputs["rows"], records, margin)
     typer.echo(f"wrote {outputs['markdown']}, {outputs['csv'].name}, {outputs['json'].name}, "
                f"{len(outputs['plots'])} plots in {runs_dir / 'plots'}, "
                f"{len(outputs['predictions'])} medmnist prediction files in {runs_dir / 'predictions'}")
@@ -225,17 +225,17 @@ def _report_done(console, job: Job, runs_dir: Path) -> None:
         console.print(f"FAILED {job.label}: {record.error if record else 'no record written'}", highlight=False)
 
 
-def print_table(rows, records) -> None:
-    """A compact terminal view; comparison.md/.csv carry every column."""
+def print_table(rows, records, margin: float = 1.0) -> None:
+    """A compact terminal view; comparison.md/.csv carry every column. Under it, the seed-count advice."""
     from rich.console import Console
     from rich.table import Table
 
-    from ftmed_core.report import frameworks_in, table_cells, table_columns, title
+    from ftmed_core.report import frameworks_in, power_notes, table_cells, table_columns, title, vs_baseline_columns
 
     frameworks = frameworks_in(rows)
     columns = table_columns(frameworks)
     keep = ["variant", "study acc %", *(f"{fw} acc %" for fw in frameworks), *(f"{fw} s/epoch" for fw in frameworks),
-            "Δacc L−K [95% CI]", "equivalence", "vs baseline (pooled)"]
+            "Δacc L−K [95% CI]", "equivalence", *vs_baseline_columns(frameworks)]
     index = [columns.index(c) for c in keep if c in columns]
     table = Table(title=title(records), title_justify="left")
     for i in index:
@@ -243,4 +243,7 @@ def print_table(rows, records) -> None:
     for row in rows:
         cells = table_cells(row, frameworks)
         table.add_row(*(cells[i] for i in index))
-    Console(width=max(140, Console().width)).print(table)
+    console = Console(width=max(140, Console().width))
+    console.print(table)
+    for note in power_notes(rows, margin):
+        console.print(f"seeds: {note}", highlight=False)

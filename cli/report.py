@@ -21,5 +21,5 @@ def report(
 
     records = list_records(runs_dir)
     outputs = render(runs_dir, records, margin)
-    print_table(outputs["rows"], records)
+    print_table(outputs["rows"], records, margin)
     typer.echo(f"wrote {outputs['markdown']} and {len(outputs['plots'])} plots from {len(records)} records")

@@ -244,3 +244,36 @@ def test_seeds_needed_is_the_smallest_n_reaching_the_target():
     n = seeds_needed(power)
     assert power(n) >= 0.8 > power(n - 1)
     assert seeds_needed(lambda n: paired_power(n, 1e-3, 10.0, 0.05)) is None  # beyond 1000 seeds
+
+
+def test_report_command_prints_the_seed_advice_under_the_table(tmp_path, tiny_synth_dir):
+    """`ftmed report` on written records: the advice line appears when the study is under-powered."""
+    from typer.testing import CliRunner
+
+    from cli.main import app
+    from ftmed_core.runner import FitResult, run_experiment
+
+    def fit_for(framework):
+        def fit(config, runtime, data, weights, run_dir, on_epoch=None):
+            # Frameworks disagree by a few points per seed: equivalence within 1 pp cannot be shown.
+            rng = np.random.default_rng([config.seed, len(framework)])
+            n = len(data.y_test)
+            predicted = np.where(rng.random(n) < 0.6, data.y_test, (data.y_test + 1) % data.n_classes)
+            logits = np.zeros((n, data.n_classes), dtype=np.float32)
+            logits[np.arange(n), predicted] = 3.0
+            hist = {"train_loss": [1.0], "train_acc": [0.5], "val_loss": [1.0], "val_acc": [0.5],
+                    "epoch_seconds": [0.1]}
+            return FitResult(hist, logits, 0.1, {})
+        return fit
+
+    runs = tmp_path / "runs"
+    for name in ("baseline", "lr-1e-4"):
+        for seed in (0, 1, 2):
+            config = replace(VARIANTS[name].config, epochs=1, seed=seed, data_dir=str(tiny_synth_dir))
+            for framework in FRAMEWORKS:
+                run_experiment(framework, fit_for(framework), config, runs_dir=runs)
+    result = CliRunner().invoke(app, ["report", str(runs)], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    flat = " ".join(result.output.split())
+    assert "seeds: equivalence not shown for" in flat and "seeds would be needed" in flat
+    assert "Seeds needed:" in (runs / "comparison.md").read_text()
