@@ -237,8 +237,12 @@ def tost_power(n: int, sd: float, margin: float, alpha: float = 0.05, true_diff:
         return p * sps.chi2.pdf(q, df)
 
     q_max = df * (margin * math.sqrt(n) / (crit * sd)) ** 2  # beyond it the interval is empty
-    upper = min(q_max, sps.chi2.ppf(1.0 - 1e-12, df))
-    value, _ = integrate.quad(inside, 0.0, upper, limit=200)
+    lower, upper = sps.chi2.ppf(1e-12, df), min(q_max, sps.chi2.ppf(1.0 - 1e-12, df))
+    if upper <= lower:
+        return 0.0
+    # The chi-square mass sits near q = df: point quad at it so that a wide range cannot hide it.
+    points = [df] if lower < df < upper else None
+    value, _ = integrate.quad(inside, lower, upper, limit=200, points=points)
     return float(min(1.0, max(0.0, value)))
 
 

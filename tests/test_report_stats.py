@@ -183,7 +183,8 @@ def test_paired_power_matches_simulation(n, effect, sd, alpha):
     assert paired_power(n, effect, sd, alpha) == pytest.approx(_simulate_paired_power(n, effect, sd, alpha), abs=0.01)
 
 
-@pytest.mark.parametrize("n,sd,margin,true_diff", [(3, 0.3, 1.0, 0.0), (6, 0.8, 1.0, 0.0), (10, 1.2, 1.0, 0.3)])
+@pytest.mark.parametrize("n,sd,margin,true_diff", [(3, 0.3, 1.0, 0.0), (6, 0.8, 1.0, 0.0), (10, 1.2, 1.0, 0.3),
+                                                    (200, 5.0, 1.0, 0.0)])
 def test_tost_power_matches_simulation(n, sd, margin, true_diff):
     simulated = _simulate_tost_power(n, sd, margin, 0.05, true_diff)
     assert tost_power(n, sd, margin, 0.05, true_diff) == pytest.approx(simulated, abs=0.01)
