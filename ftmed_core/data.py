@@ -233,7 +233,8 @@ def preprocess_images(images: np.ndarray) -> np.ndarray:
 
     Element-wise, so converting any subset of rows gives bitwise the values of converting the whole array.
     """
-    flat = np.asarray(images).reshape(len(images), -1)
+    images = np.asarray(images)
+    flat = images.reshape(len(images), int(np.prod(images.shape[1:], dtype=np.int64)))
     out = np.empty(flat.shape, dtype=np.float32)
     # float32 division by 255 (not multiplication by 1/255, which rounds differently) as in the study.
     np.divide(flat, np.float32(255.0), out=out, dtype=np.float32)
@@ -309,7 +310,7 @@ class Split:
         of `batch_size` rows, the last partial batch kept. A plain iterator any framework can wrap."""
         from ftmed_core.protocol import batch_bounds
 
-        for start, stop in batch_bounds(len(self), batch_size):
+        for start, stop in batch_bounds(len(self) if order is None else len(order), batch_size):
             rows = slice(start, stop) if order is None else order[start:stop]
             yield self.rows(rows), self.labels[rows]
 
