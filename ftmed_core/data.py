@@ -319,6 +319,16 @@ class Split:
         return self.rows(slice(None))
 
 
+EVAL_BATCH_BYTES = 1 << 28  # float32 bytes of one evaluation batch
+
+
+def eval_batch_rows(input_dim: int, preferred: int) -> int:
+    """Rows per evaluation batch: `preferred`, fewer when that many float32 rows would pass
+    `EVAL_BATCH_BYTES` (at 224 px a 4,096-row batch is 2.5 GB). At 28 px the preferred sizes stand, so
+    evaluation batches, and with them the logits, are those of the in-memory path."""
+    return int(max(1, min(preferred, EVAL_BATCH_BYTES // (4 * max(1, input_dim)))))
+
+
 def one_hot(labels: np.ndarray, n_classes: int) -> np.ndarray:
     out = np.zeros((len(labels), n_classes), dtype=np.float32)
     out[np.arange(len(labels)), labels] = 1.0

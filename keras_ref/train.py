@@ -23,7 +23,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from ftmed_core.config import ExperimentConfig, RuntimeConfig
-from ftmed_core.data import ExperimentData, Split, one_hot
+from ftmed_core.data import ExperimentData, Split, eval_batch_rows, one_hot
 from ftmed_core.errors import ConfigError
 from ftmed_core.protocol import Weights, epoch_permutation, steps_per_epoch
 from ftmed_core.records import HISTORY_KEYS, RunRecord
@@ -180,8 +180,9 @@ def eval_dataset(split: Split, n_classes: int, batch_size: int) -> "tf.data.Data
 
 
 def predict_split_logits(model: "keras.Model", split: Split, n_classes: int, batch_size: int = 1024) -> np.ndarray:
-    """Pre-activation outputs over `split`, streamed in batches of `batch_size` (those of `predict_logits`)."""
-    dataset = eval_dataset(split, n_classes, batch_size).map(lambda x, y: x)
+    """Pre-activation outputs over `split`, streamed in batches of `batch_size` (those of `predict_logits`;
+    fewer rows where that many float32 rows would be large, `eval_batch_rows`)."""
+    dataset = eval_dataset(split, n_classes, eval_batch_rows(split.input_dim, batch_size)).map(lambda x, y: x)
     logits = logits_model(model).predict(dataset, verbose=0)
     return np.asarray(logits, dtype=np.float32)
 

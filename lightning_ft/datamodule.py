@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from ftmed_core.config import ExperimentConfig
-from ftmed_core.data import ExperimentData, Split
+from ftmed_core.data import ExperimentData, Split, eval_batch_rows
 from ftmed_core.protocol import batch_bounds, epoch_permutation, steps_per_epoch
 
 Batch = tuple[torch.Tensor, torch.Tensor, int]
@@ -177,8 +177,9 @@ def _on_device(x: torch.Tensor, device: torch.device | None) -> torch.Tensor:
 
 
 def split_batches(split: Split, batch_size: int, device: torch.device | None = None) -> Iterator[torch.Tensor]:
-    """float32 batches of `split` in file order on `device` (evaluation and test logits)."""
-    for x, _, _ in SequentialBatches(HostSplit(split), batch_size, device=device):
+    """float32 batches of `split` in file order on `device` (evaluation and test logits); `batch_size`
+    rows, fewer where that many float32 rows would be large (`eval_batch_rows`)."""
+    for x, _, _ in SequentialBatches(HostSplit(split), eval_batch_rows(split.input_dim, batch_size), device=device):
         yield x
 
 
@@ -216,4 +217,5 @@ class MedMNISTDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> SequentialBatches:
         rank, world = self._rank_world()
-        return SequentialBatches(self.sources["val"], self.eval_batch_size, rank, world, device=self.device)
+        batch = eval_batch_rows(self.data.input_dim, self.eval_batch_size)
+        return SequentialBatches(self.sources["val"], batch, rank, world, device=self.device)
