@@ -15,11 +15,14 @@ app = typer.Typer(help="Inspect, download or synthesise MedMNIST data files.", n
 @app.command()
 def info(dataset: DatasetOpt = None, size: SizeOpt = None, data_dir: DataDirOpt = None) -> None:
     """Show a dataset's metadata and the state of its local file."""
-    from ftmed_core.data import data_path, file_md5, load_npz
+    from ftmed_core.data import data_path, load_npz
+    from ftmed_core.errors import DataError
     from ftmed_core.medmnist_info import dataset_info
 
     dataset, size = dataset or "pathmnist", size or 28
     meta = dataset_info(dataset)
+    if size not in meta.urls:
+        raise DataError(f"{dataset} has no size {size}; available: {', '.join(map(str, meta.urls))}")
     path = data_path(dataset, size, data_dir)
     typer.echo(f"dataset   {meta.name} ({meta.task}, {meta.n_channels} channel(s), {meta.n_classes} classes)")
     typer.echo("classes   " + "; ".join(f"{i}={c}" for i, c in enumerate(meta.class_names)))

@@ -659,18 +659,13 @@ def train_keras_one_epoch(config: ExperimentConfig, data, weights) -> tuple[list
     """Keras's own train step (`train_on_batch`, the function `fit` runs) over keras_ref's epoch batches."""
     from importlib import import_module
 
-    from ftmed_core.data import one_hot
-
     keras_train = import_module("keras_ref.train")  # the module; keras_ref's `train` attribute is the function
 
     net = _keras_compiled(config, weights)
     n = len(data.y_train)
-    orders = keras_train.epoch_orders(replace(config, epochs=1), n)
-    y_onehot = one_hot(data.y_train, data.n_classes)
-    if hasattr(keras_train, "CoreBatches"):  # the pipeline `fit` trains on; a pass is epoch 0 until told otherwise
-        batches = keras_train.CoreBatches(data.x_train, y_onehot, orders, config.batch_size).dataset
-    else:  # keras_ref before CoreBatches
-        batches = keras_train.batch_dataset(data.x_train, y_onehot, orders, config.batch_size)
+    # The pipeline `fit` trains on; a pass is epoch 0 until told otherwise.
+    batches = keras_train.CoreBatches(data.train, data.n_classes, config.batch_size, config.seed,
+                                      config.shuffle).dataset
     losses, weights_after = [], []
     for xb, yb in batches.take(-(-n // config.batch_size)):
         losses.append(float(net.train_on_batch(xb, yb, return_dict=True)["loss"]))

@@ -3,6 +3,10 @@
 The core decides the data protocol once for both frameworks: pixels / 255 as float32, flattened; integer
 labels; the validation rows (Keras `validation_split` semantics or MedMNIST's official val split).
 Adapters receive `ExperimentData` and never re-derive any of it.
+
+Memory: a file is unpacked once into memory-mappable `.npy` files (`ftmed_core.npy_cache`); splits are
+views of those maps (`Split`), and pixels become float32 one batch at a time (`Split.rows`), bitwise
+equal to converting the whole array, so peak memory does not grow with the images.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import math
 import os
 import urllib.request
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -89,6 +93,8 @@ def download(
                 done += len(block)
                 if progress:
                     progress(done, total)
+            out.flush()
+            os.fsync(out.fileno())  # on disk before the rename makes it look like a dataset
     except Exception as exc:  # offline, DNS, HTTP error, full disk: all end the same way for the user
         part.unlink(missing_ok=True)
         reason = getattr(exc, "reason", None) or exc
@@ -102,7 +108,20 @@ def download(
             f"{manual_download_hint(info, size, path)}"
         )
     os.replace(part, path)
+    _fsync_dir(path.parent)
     return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in `folder` durable (where the platform allows opening a directory)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def ensure_data(
@@ -126,15 +145,20 @@ def ensure_data(
 
 @dataclass(frozen=True)
 class RawDataset:
-    """The six arrays of a MedMNIST file, validated, plus where they came from."""
+    """The six arrays of a MedMNIST file, validated, plus where they came from.
+
+    Images are read-only memory maps of the file's `.npy` cache (`ftmed_core.npy_cache`): nothing is read
+    until used. Labels are small and held in memory as int64 (N,).
+    """
 
     info: DatasetInfo
     size: int
-    images: dict  # split -> uint8 (N, H, W) or (N, H, W, C)
+    images: dict  # split -> uint8 (N, H, W) or (N, H, W, C), memory-mapped
     labels: dict  # split -> int64 (N,)
     path: Path
     md5: str
     synthetic: dict | None  # the synthetic generator's parameters, None for real data
+    cache: Path | None = None  # the folder of `.npy` files the images are mapped from
 
     @property
     def md5_verified(self) -> bool:
@@ -142,27 +166,38 @@ class RawDataset:
 
 
 def load_npz(path: str | os.PathLike, dataset: str, size: int) -> RawDataset:
-    """Read and validate a MedMNIST-format file: keys, dtypes, shapes, label range, lengths."""
+    """Validate a MedMNIST-format file (keys, dtypes, shapes, label range, lengths) and map its images.
+
+    The file is unpacked once into a cache of `.npy` files checked against its MD5 (`npy_cache.unpacked`);
+    the images are memory-mapped from there, so memory does not grow with the file.
+    """
+    from ftmed_core.npy_cache import open_array, unpacked
+
     path = Path(path)
     info = dataset_info(dataset)
+    if size not in info.urls:
+        raise DataError(f"{dataset} has no size {size}; available: {', '.join(map(str, info.urls))}")
     if not path.is_file():
         raise DataError(f"{path} does not exist; {manual_download_hint(info, size, path)}")
-    images, labels = {}, {}
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            keys = set(npz.files)
-            missing = [f"{s}_{k}" for s in SPLITS for k in ("images", "labels") if f"{s}_{k}" not in keys]
-            if missing:
-                raise DataError(f"{path} is not a MedMNIST file: missing key(s) {', '.join(missing)}")
-            for split in SPLITS:
-                images[split] = npz[f"{split}_images"]
-                labels[split] = npz[f"{split}_labels"]
-            synthetic = json.loads(str(npz[SYNTHETIC_KEY])) if SYNTHETIC_KEY in keys else None
-    except DataError:
-        raise
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
-        raise DataError(f"{path} is truncated or corrupt ({type(exc).__name__}: {exc}); "
-                        f"delete it and download it again") from None
+        md5 = file_md5(path)
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if not zipfile.is_zipfile(path):
+        raise DataError(f"{path} is truncated or corrupt (not a zip archive); delete it and download it again")
+    folder, manifest = unpacked(path, md5)
+    keys = set(manifest["arrays"])
+    missing = [f"{s}_{k}" for s in SPLITS for k in ("images", "labels") if f"{s}_{k}" not in keys]
+    if missing:
+        raise DataError(f"{path} is not a MedMNIST file: missing key(s) {', '.join(missing)}")
+    images = {split: open_array(folder, f"{split}_images") for split in SPLITS}
+    labels = {split: open_array(folder, f"{split}_labels", mmap=False) for split in SPLITS}
+    synthetic = None
+    if SYNTHETIC_KEY in keys:
+        try:
+            synthetic = json.loads(str(open_array(folder, SYNTHETIC_KEY, mmap=False)))
+        except ValueError:
+            raise DataError(f"{path}: the {SYNTHETIC_KEY} entry is not valid JSON") from None
 
     expected_tail = (size, size) if info.n_channels == 1 else (size, size, info.n_channels)
     for split in SPLITS:
@@ -190,16 +225,108 @@ def load_npz(path: str | os.PathLike, dataset: str, size: int) -> RawDataset:
                 f"{path}: {split}_labels range over [{low}, {high}], but {dataset} has classes 0..{info.n_classes - 1}"
             )
         labels[split] = lab.astype(np.int64)
-    return RawDataset(info, size, images, labels, path, file_md5(path), synthetic)
+    return RawDataset(info, size, images, labels, path, md5, synthetic, cache=folder)
 
 
 def preprocess_images(images: np.ndarray) -> np.ndarray:
-    """uint8 (N, ...) -> float32 (N, D): pixels / 255, flattened, exactly as the study (`astype/255`)."""
-    flat = images.reshape(len(images), -1)
+    """uint8 (N, ...) -> float32 (N, D): pixels / 255, flattened, exactly as the study (`astype/255`).
+
+    Element-wise, so converting any subset of rows gives bitwise the values of converting the whole array.
+    """
+    images = np.asarray(images)
+    flat = images.reshape(len(images), int(np.prod(images.shape[1:], dtype=np.int64)))
     out = np.empty(flat.shape, dtype=np.float32)
     # float32 division by 255 (not multiplication by 1/255, which rounds differently) as in the study.
     np.divide(flat, np.float32(255.0), out=out, dtype=np.float32)
     return out
+
+
+def _reopen_split(path: str, start: int, stop: int, labels: np.ndarray) -> "Split":
+    images = np.load(path, mmap_mode="r", allow_pickle=False)[start:stop]
+    return Split(images, labels, origin=(path, start, stop))
+
+
+@dataclass(frozen=True, eq=False)
+class Split:
+    """One split's rows as stored, converted to the study's float32 only a batch at a time.
+
+    `images` is uint8 (N, H, W[, C]) — usually a read-only memory map of the cache, or a view of one
+    (the holdout split is two row ranges of the file's train split, no copy) — or, for references and
+    hand-made data, float32 (N, D) already preprocessed and used as is. `labels` int64 (N,).
+    `origin` = (`.npy` path, first row, end row) lets a pickled Split (a spawned DDP worker) map the same
+    file again instead of carrying the pixels.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    origin: tuple | None = None
+
+    def __post_init__(self):
+        if self.images.dtype not in (np.uint8, np.float32):
+            raise DataError(f"split images must be uint8 pixels or float32 features, got {self.images.dtype}")
+        if self.images.dtype == np.float32 and self.images.ndim != 2:
+            raise DataError(f"float32 split images must be (N, D), got shape {self.images.shape}")
+        if len(self.images) != len(self.labels):
+            raise DataError(f"split has {len(self.images)} images but {len(self.labels)} labels")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __reduce__(self):
+        if self.origin is not None:
+            return _reopen_split, (*self.origin, self.labels)
+        return Split, (np.asarray(self.images), self.labels)
+
+    @property
+    def input_dim(self) -> int:
+        return int(np.prod(self.images.shape[1:], dtype=np.int64))
+
+    @property
+    def stored_dtype(self) -> np.dtype:
+        return self.images.dtype
+
+    def raw_rows(self, rows: slice | np.ndarray) -> np.ndarray:
+        """Rows as stored, flattened to (m, D), in their own writable memory, in the order of `rows`.
+
+        An index array is read in ascending order (one forward pass over the mapped file) and put back in
+        the asked order.
+        """
+        if isinstance(rows, slice):
+            return np.array(self.images[rows]).reshape(-1, self.input_dim)
+        rows = np.asarray(rows, dtype=np.int64)
+        ascending = np.argsort(rows, kind="stable")
+        gathered = np.asarray(self.images[rows[ascending]]).reshape(len(rows), self.input_dim)
+        out = np.empty_like(gathered)
+        out[ascending] = gathered
+        return out
+
+    def rows(self, rows: slice | np.ndarray) -> np.ndarray:
+        """Rows as the study's float32 (m, D): pixels / 255 (bitwise what whole-array preprocessing gives)."""
+        raw = self.raw_rows(rows)
+        return raw if raw.dtype == np.float32 else preprocess_images(raw)
+
+    def batches(self, batch_size: int, order: np.ndarray | None = None):
+        """(x float32 (m, D), y int64 (m,)) per batch: consecutive slices of `order` (file order if None)
+        of `batch_size` rows, the last partial batch kept. A plain iterator any framework can wrap."""
+        from ftmed_core.protocol import batch_bounds
+
+        for start, stop in batch_bounds(len(self) if order is None else len(order), batch_size):
+            rows = slice(start, stop) if order is None else order[start:stop]
+            yield self.rows(rows), self.labels[rows]
+
+    def to_float32(self) -> np.ndarray:
+        """The whole split as float32 (N, D): N x D x 4 bytes. For small data, tests and references only."""
+        return self.rows(slice(None))
+
+
+EVAL_BATCH_BYTES = 1 << 28  # float32 bytes of one evaluation batch
+
+
+def eval_batch_rows(input_dim: int, preferred: int) -> int:
+    """Rows per evaluation batch: `preferred`, fewer when that many float32 rows would pass
+    `EVAL_BATCH_BYTES` (at 224 px a 4,096-row batch is 2.5 GB). At 28 px the preferred sizes stand, so
+    evaluation batches, and with them the logits, are those of the in-memory path."""
+    return int(max(1, min(preferred, EVAL_BATCH_BYTES // (4 * max(1, input_dim)))))
 
 
 def one_hot(labels: np.ndarray, n_classes: int) -> np.ndarray:
@@ -218,14 +345,16 @@ def holdout_split_at(n_rows: int, val_fraction: float) -> int:
 
 @dataclass(frozen=True)
 class ExperimentData:
-    """Preprocessed arrays for one experiment: what both frameworks train, validate and test on."""
+    """One experiment's splits: what both frameworks train, validate and test on.
 
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_val: np.ndarray
-    y_val: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
+    Each split keeps the images as stored (uint8, memory-mapped) and is converted a batch at a time
+    (`Split.rows`); `x_train`/`x_val`/`x_test` materialise a whole split as float32 and exist for small
+    data, tests and references only — the training paths never use them.
+    """
+
+    train: Split
+    val: Split
+    test: Split
     n_classes: int
     class_names: tuple[str, ...]
     dataset: str
@@ -238,7 +367,19 @@ class ExperimentData:
 
     @property
     def input_dim(self) -> int:
-        return int(self.x_train.shape[1])
+        return self.train.input_dim
+
+    y_train = property(lambda self: self.train.labels)
+    y_val = property(lambda self: self.val.labels)
+    y_test = property(lambda self: self.test.labels)
+    x_train = property(lambda self: self.train.to_float32(), doc="The train split as float32 (whole copy).")
+    x_val = property(lambda self: self.val.to_float32(), doc="The val split as float32 (whole copy).")
+    x_test = property(lambda self: self.test.to_float32(), doc="The test split as float32 (whole copy).")
+
+    def in_memory(self) -> "ExperimentData":
+        """The same experiment with every split preprocessed to float32 in memory (the pre-cache path)."""
+        return replace(self, **{name: Split(getattr(self, name).to_float32(), getattr(self, name).labels)
+                                for name in ("train", "val", "test")})
 
     @property
     def synthetic(self) -> bool:
@@ -251,25 +392,30 @@ class ExperimentData:
         return f"SYNTHETIC {name}-shaped data" if self.synthetic else name
 
 
+def _split(raw: RawDataset, name: str, start: int | None = None, stop: int | None = None) -> Split:
+    images, labels = raw.images[name], raw.labels[name]
+    n = len(labels)
+    start, stop = start or 0, n if stop is None else stop
+    origin = (str(raw.cache / f"{name}_images.npy"), start, stop) if raw.cache is not None else None
+    return Split(images[start:stop], labels[start:stop], origin=origin)
+
+
 def prepare(raw: RawDataset, val_mode: str, val_fraction: float) -> ExperimentData:
-    full_train = preprocess_images(raw.images["train"])
-    y_full = raw.labels["train"]
+    """The experiment's splits as views of the file's arrays (no pixel is copied or converted here)."""
+    n_train = len(raw.labels["train"])
     if val_mode == "holdout":
-        split_at = holdout_split_at(len(full_train), val_fraction)
+        split_at = holdout_split_at(n_train, val_fraction)
         train_rows = np.arange(split_at)
-        val_rows = np.arange(split_at, len(full_train))
-        x_train, y_train = full_train[:split_at], y_full[:split_at]
-        x_val, y_val = full_train[split_at:], y_full[split_at:]
+        val_rows = np.arange(split_at, n_train)
+        train, val = _split(raw, "train", 0, split_at), _split(raw, "train", split_at, n_train)
     elif val_mode == "official":
-        train_rows = np.arange(len(full_train))
+        train_rows = np.arange(n_train)
         val_rows = np.arange(len(raw.labels["val"]))
-        x_train, y_train = full_train, y_full
-        x_val, y_val = preprocess_images(raw.images["val"]), raw.labels["val"]
+        train, val = _split(raw, "train"), _split(raw, "val")
     else:
         raise DataError(f"unknown validation mode {val_mode!r}; choose one of: holdout, official")
     return ExperimentData(
-        x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val,
-        x_test=preprocess_images(raw.images["test"]), y_test=raw.labels["test"],
+        train=train, val=val, test=_split(raw, "test"),
         n_classes=raw.info.n_classes, class_names=raw.info.class_names,
         dataset=raw.info.name, size=raw.size, val_mode=val_mode,
         train_rows=train_rows, val_rows=val_rows,

@@ -10,8 +10,10 @@ so every record and table made from it is labelled synthetic.
 
 from __future__ import annotations
 
-import io
+import itertools
 import json
+import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +21,6 @@ import numpy as np
 from ftmed_core.data import SYNTHETIC_KEY, data_path
 from ftmed_core.errors import DataError
 from ftmed_core.medmnist_info import dataset_info
-from ftmed_core.records import atomic_write_bytes
 
 
 def split_sizes(dataset: str, scale: float) -> dict:
@@ -27,11 +28,21 @@ def split_sizes(dataset: str, scale: float) -> dict:
     return {split: max(9, int(round(n * scale))) for split, n in info.n_samples.items()}
 
 
-def _images(rng, prototypes, labels, label_noise_classes, noise, chunk=8192):
+# Float working set of one generated chunk; at 28 px this keeps the 8,192-row chunks the generator has
+# always used (so small files are unchanged), at 224 px it is a few hundred rows.
+_CHUNK_FLOAT_BYTES = 1 << 27
+
+
+def _chunk_rows(row_shape: tuple) -> int:
+    return int(min(8192, max(1, _CHUNK_FLOAT_BYTES // (4 * int(np.prod(row_shape))))))
+
+
+def _image_chunks(rng, prototypes, labels, noise):
+    """The images of `labels`, generated and yielded a chunk at a time (uint8)."""
     n = len(labels)
     shape = prototypes.shape[1:]
-    out = np.empty((n, *shape), dtype=np.uint8)
     n_classes = len(prototypes)
+    chunk = _chunk_rows(shape)
     for start in range(0, n, chunk):
         stop = min(start + chunk, n)
         lab = labels[start:stop]
@@ -40,18 +51,22 @@ def _images(rng, prototypes, labels, label_noise_classes, noise, chunk=8192):
         distractor = (lab + rng.integers(1, n_classes, size=m)) % n_classes
         mix = strength * prototypes[lab] + 0.45 * prototypes[distractor]
         pixels = 128.0 + 48.0 * mix + noise * rng.standard_normal((m, *shape), dtype=np.float32)
-        out[start:stop] = np.clip(pixels, 0, 255).astype(np.uint8)
-    return out
+        yield np.clip(pixels, 0, 255).astype(np.uint8)
 
 
-def make_synthetic(dataset: str = "pathmnist", size: int = 28, scale: float = 1.0, seed: int = 0,
-                   label_noise: float = 0.15, noise: float = 40.0) -> dict:
-    """The arrays of a synthetic file, keyed like MedMNIST's `.npz`."""
+def _members(dataset: str, size: int, scale: float, seed: int, label_noise: float = 0.15, noise: float = 40.0):
+    """(key, shape, dtype, chunks) of each array of the file, in file order.
+
+    Random draws happen while the chunks are consumed, so the members must be consumed in this order
+    (images before labels of a split): generation is streamed, never the whole file in memory.
+    """
     if not 0 < scale <= 1.0:
         raise DataError(f"scale must be in (0, 1], got {scale}")
     if not 0 <= label_noise < 1:
         raise DataError(f"label noise must be in [0, 1), got {label_noise}")
     info = dataset_info(dataset)
+    if size not in info.urls:
+        raise DataError(f"{dataset} has no size {size}; available: {', '.join(map(str, info.urls))}")
     rng = np.random.default_rng(seed)
     channels = info.n_channels
     coarse = max(2, size // 4)
@@ -62,32 +77,63 @@ def make_synthetic(dataset: str = "pathmnist", size: int = 28, scale: float = 1.
     if channels == 1:
         prototypes = prototypes[..., 0]
     sizes = split_sizes(dataset, scale)
-    arrays = {}
     for split in ("train", "val", "test"):
         n = sizes[split]
         true = rng.integers(0, info.n_classes, size=n)
-        arrays[f"{split}_images"] = _images(rng, prototypes, true, info.n_classes, noise)
-        flip = rng.random(n) < label_noise
-        labels = np.where(flip, rng.integers(0, info.n_classes, size=n), true)
-        arrays[f"{split}_labels"] = labels.astype(np.uint8).reshape(-1, 1)
+        yield f"{split}_images", (n, *prototypes.shape[1:]), np.uint8, _image_chunks(rng, prototypes, true, noise)
+
+        def labels(n=n, true=true):
+            flip = rng.random(n) < label_noise
+            yield np.where(flip, rng.integers(0, info.n_classes, size=n), true).astype(np.uint8).reshape(-1, 1)
+
+        yield f"{split}_labels", (n, 1), np.uint8, labels()
     params = {"generator": "ftmed.synth", "dataset_shape_of": dataset, "size": size, "scale": scale,
               "seed": seed, "label_noise": label_noise, "noise": noise, "split_sizes": sizes}
-    arrays[SYNTHETIC_KEY] = np.array(json.dumps(params))
+    text = np.array(json.dumps(params))
+    yield SYNTHETIC_KEY, text.shape, text.dtype, iter([text])
+
+
+def make_synthetic(dataset: str = "pathmnist", size: int = 28, scale: float = 1.0, seed: int = 0,
+                   label_noise: float = 0.15, noise: float = 40.0) -> dict:
+    """The arrays of a synthetic file, keyed like MedMNIST's `.npz` (in memory: for small files)."""
+    arrays = {}
+    for key, shape, dtype, chunks in _members(dataset, size, scale, seed, label_noise, noise):
+        parts = list(chunks)
+        arrays[key] = parts[0] if len(parts) == 1 else np.concatenate(parts)
     return arrays
 
 
 def write_synthetic(out_dir: str | Path, dataset: str = "pathmnist", size: int = 28, scale: float = 1.0,
                     seed: int = 0, overwrite: bool = False, **kwargs) -> Path:
-    """Write `{dataset}[_size].npz` in `out_dir` (refusing to replace an existing file unless `overwrite`)."""
+    """Write `{dataset}[_size].npz` in `out_dir` (refusing to replace an existing file unless `overwrite`).
+
+    Streamed: each array goes into the archive a generated chunk at a time (memory stays at one chunk,
+    ~0.5 GB at most, whatever the size), the same bytes `np.savez` would store. Written to a temporary
+    file, fsynced, then renamed: an interrupted write never looks like a dataset.
+    """
     path = data_path(dataset, size, out_dir)
     if path.exists() and not overwrite:
         raise DataError(f"{path} already exists; pass --overwrite to replace it")
-    arrays = make_synthetic(dataset, size, scale, seed, **kwargs)
+    members = _members(dataset, size, scale, seed, **kwargs)  # validates the arguments before any writing
+    first = next(members)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        buffer = io.BytesIO()
-        np.savez(buffer, **arrays)
-        atomic_write_bytes(path, buffer.getvalue())
+        with open(tmp, "wb") as handle:
+            with zipfile.ZipFile(handle, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+                for key, shape, dtype, chunks in itertools.chain([first], members):
+                    with archive.open(f"{key}.npy", "w", force_zip64=True) as member:
+                        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+                                  "fortran_order": False, "shape": tuple(shape)}
+                        np.lib.format.write_array_header_1_0(member, header)
+                        for chunk in chunks:
+                            member.write(np.ascontiguousarray(chunk).tobytes())
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
     except OSError as exc:
         raise DataError(f"cannot write {path}: {exc.strerror or exc}") from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()
     return path

@@ -4,11 +4,12 @@
 What the study did and we keep: one-hot labels, categorical_crossentropy, batch 128 with the last partial
 batch kept, validation on end-of-epoch weights (`validation_batch_size` = batch size), `model.fit`.
 What we change, and why:
-- The split is the core's (`data.x_train` / `data.x_val`); it equals Keras's `validation_split` rows.
+- The split is the core's (`data.train` / `data.val`); it equals Keras's `validation_split` rows.
 - The batch order is the core's (`epoch_permutation` + `batch_bounds`), fed as a `tf.data` pipeline
-  that gathers each batch by index (the way Keras's own array adapter does) and reads the epoch number
-  from a variable a callback sets (`CoreBatches`). `fit(shuffle=True)` draws an order that cannot be
-  handed to torch, and with a global seed it reuses one permutation every epoch.
+  over a plain Python iterator that gathers each batch from the split's memory map and converts it to
+  float32 on its own, and learns the epoch number from a callback (`CoreBatches`). `fit(shuffle=True)`
+  draws an order that cannot be handed to torch, and with a global seed it reuses one permutation every
+  epoch. Validation and test outputs are streamed the same way: no split is ever converted whole.
 - Weights start from the core's numbers (see model.py); seeds, threads, op determinism are explicit.
 """
 
@@ -17,18 +18,19 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
 
 from ftmed_core.config import ExperimentConfig, RuntimeConfig
-from ftmed_core.data import ExperimentData, one_hot
+from ftmed_core.data import ExperimentData, Split, eval_batch_rows, one_hot
 from ftmed_core.errors import ConfigError
-from ftmed_core.protocol import Weights, epoch_permutation
+from ftmed_core.protocol import Weights, epoch_permutation, steps_per_epoch
 from ftmed_core.records import HISTORY_KEYS, RunRecord
 from ftmed_core.runner import EpochCallback, FitResult, check_finite, resolve_threads, run_experiment
 from keras_ref._backend import keras, tf
 from keras_ref.losses import compile_model
-from keras_ref.model import build_mlp, check_layout, predict_logits
+from keras_ref.model import build_mlp, check_layout, logits_model
 
 MODEL_FILE = "model.keras"
 CSV_LOG = "keras_log.csv"
@@ -117,62 +119,84 @@ def _strategy(runtime: RuntimeConfig, use_gpu: bool):
 
 
 def epoch_orders(config: ExperimentConfig, n_rows: int) -> np.ndarray:
-    """(epochs, n_rows) int64: the core's row order for every epoch."""
+    """(epochs, n_rows) int64: the core's row order for every epoch. For checks over a few epochs only:
+    `fit` never builds it (its memory grows with the epoch count); `CoreBatches` draws each epoch's order
+    when that epoch starts."""
     return np.stack([epoch_permutation(config.seed, epoch, n_rows, config.shuffle)
                      for epoch in range(config.epochs)])
 
 
+def split_dataset(batches: Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]], steps: int, input_dim: int,
+                  n_classes: int) -> "tf.data.Dataset":
+    """A `tf.data` pipeline over a plain Python iterator of `(x float32 (m, D), y one-hot float32)` batches.
+
+    `batches()` is called once per pass over the dataset (so once per Keras epoch), when the pass
+    starts. Batches are built on the host one at a time (`ftmed_core.data.Split.batches`), so the
+    pipeline holds a couple of batches, never a split.
+    """
+    signature = (tf.TensorSpec((None, input_dim), tf.float32), tf.TensorSpec((None, n_classes), tf.float32))
+    dataset = tf.data.Dataset.from_generator(batches, output_signature=signature)
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps))
+    options = tf.data.Options()
+    # As Keras's array adapter: skip tf.data's static graph rewrites, which cost more than they save here.
+    options.experimental_optimization.apply_default_optimizations = False
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options).prefetch(2)
+
+
+def _one_hot_batches(split: Split, n_classes: int, batch_size: int, order: np.ndarray | None):
+    for x, y in split.batches(batch_size, order):
+        yield x, one_hot(y, n_classes)
+
+
 class CoreBatches:
-    """The core's batches as a `tf.data` pipeline: each pass over `dataset` is one epoch, in that epoch's order.
+    """The core's training batches as a `tf.data` pipeline: each pass over `dataset` is one epoch.
 
     `callback` sets `epoch` at the start of each Keras epoch; Keras starts a fresh pass over the dataset
-    right after, and the pass reads `epoch` once to pick its row order. Batches are gathered by index from
-    the whole arrays (as Keras's own adapter does for `fit(x, y)`), so rows are never copied into a
-    permuted array. Each epoch ends when its pass does, so `steps_per_execution` > 1 cannot run an
-    execution across an epoch boundary.
+    right after, and the pass draws that epoch's order (`epoch_permutation`) when it starts: memory is one
+    order, whatever the number of epochs. Each batch is gathered from the split's memory map and
+    converted to float32 on its own (`Split.batches`), so no whole-array float copy exists. Each epoch
+    ends when its pass does, so `steps_per_execution` > 1 cannot run an execution across an epoch boundary.
+    `batches(epoch)` is the same data as a plain iterator, for feeding paths other than tf.data.
     """
 
-    def __init__(self, x: np.ndarray, y_onehot: np.ndarray, orders: np.ndarray, batch_size: int):
-        n_rows = orders.shape[1]
-        n_full = n_rows // batch_size
-        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="ftmed_epoch")
-        self.steps = -(-n_rows // batch_size)
-        orders_tensor = tf.constant(orders, dtype=tf.int64)
-        epoch = self.epoch
+    def __init__(self, split: Split, n_classes: int, batch_size: int, seed: int,
+                 shuffle: str | bool = "per-epoch"):
+        self.split, self.n_classes, self.batch_size = split, n_classes, batch_size
+        self.seed, self.shuffle = seed, shuffle
+        self.epoch = 0
+        self.steps = steps_per_epoch(len(split), batch_size)
+        self.dataset = split_dataset(lambda: self.batches(self.epoch), self.steps, split.input_dim, n_classes)
+        self.callback = _SetEpoch(self)
 
-        def this_epoch(_):
-            order = tf.gather(orders_tensor, epoch.read_value())
-            full = tf.reshape(order[: n_full * batch_size], [n_full, batch_size])
-            batches = tf.data.Dataset.from_tensor_slices(full)
-            if n_rows % batch_size:  # the last partial batch is kept
-                batches = batches.concatenate(tf.data.Dataset.from_tensors(order[n_full * batch_size:]))
-            return batches
+    def batches(self, epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        # File order needs no index: batches are slices.
+        order = (None if self.shuffle in (False, "none")
+                 else epoch_permutation(self.seed, epoch, len(self.split), self.shuffle))
+        return _one_hot_batches(self.split, self.n_classes, self.batch_size, order)
 
-        indices = tf.data.Dataset.range(1).flat_map(this_epoch)
-        arrays = tf.data.Dataset.from_tensors((tf.convert_to_tensor(x), tf.convert_to_tensor(y_onehot))).repeat()
 
-        def gather(rows, tensors):
-            return tf.gather(tensors[0], rows, axis=0), tf.gather(tensors[1], rows, axis=0)
+def eval_dataset(split: Split, n_classes: int, batch_size: int) -> "tf.data.Dataset":
+    """`split` in file order, `batch_size` rows per batch (the batches `fit`/`predict` cut from arrays)."""
+    return split_dataset(lambda: _one_hot_batches(split, n_classes, batch_size, None),
+                         steps_per_epoch(len(split), batch_size), split.input_dim, n_classes)
 
-        dataset = tf.data.Dataset.zip((indices, arrays)).map(gather, num_parallel_calls=tf.data.AUTOTUNE)
-        dataset = dataset.apply(tf.data.experimental.assert_cardinality(self.steps))
-        options = tf.data.Options()
-        # As Keras's array adapter: skip tf.data's static graph rewrites, which cost more than they save here.
-        options.experimental_optimization.apply_default_optimizations = False
-        # Reading `epoch` is state outside the pipeline; it is what we want each pass to see.
-        options.experimental_external_state_policy = tf.data.experimental.ExternalStatePolicy.IGNORE
-        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-        self.dataset = dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
-        self.callback = _SetEpoch(self.epoch)
+
+def predict_split_logits(model: "keras.Model", split: Split, n_classes: int, batch_size: int = 1024) -> np.ndarray:
+    """Pre-activation outputs over `split`, streamed in batches of `batch_size` (those of `predict_logits`;
+    fewer rows where that many float32 rows would be large, `eval_batch_rows`)."""
+    dataset = eval_dataset(split, n_classes, eval_batch_rows(split.input_dim, batch_size)).map(lambda x, y: x)
+    logits = logits_model(model).predict(dataset, verbose=0)
+    return np.asarray(logits, dtype=np.float32)
 
 
 class _SetEpoch(keras.callbacks.Callback):
-    def __init__(self, epoch: "tf.Variable"):
+    def __init__(self, batches: CoreBatches):
         super().__init__()
-        self.epoch = epoch
+        self.batches = batches
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.epoch.assign(epoch)
+        self.batches.epoch = epoch
 
 
 # -------------------------------------------------------------------------------------------- callbacks
@@ -226,9 +250,7 @@ def fit(config: ExperimentConfig, runtime: RuntimeConfig, data: ExperimentData, 
             optimizer = keras.optimizers.LossScaleOptimizer(build_optimizer(config.optimizer))
         compile_model(model, config, optimizer=optimizer, steps_per_execution=STEPS_PER_EXECUTION)
 
-    n_train = len(data.y_train)
-    batches = CoreBatches(data.x_train, one_hot(data.y_train, data.n_classes), epoch_orders(config, n_train),
-                          config.batch_size)
+    batches = CoreBatches(data.train, data.n_classes, config.batch_size, config.seed, config.shuffle)
     report = EpochReport(config.epochs, on_epoch)
     # Keras runs every callback's on_epoch_begin before it starts the epoch's pass over the data.
     callbacks = [batches.callback, keras.callbacks.CSVLogger(str(run_dir / CSV_LOG)), report]
@@ -238,8 +260,8 @@ def fit(config: ExperimentConfig, runtime: RuntimeConfig, data: ExperimentData, 
     model.fit(
         batches.dataset,
         epochs=config.epochs,
-        validation_data=(data.x_val, one_hot(data.y_val, data.n_classes)),
-        validation_batch_size=config.batch_size,
+        # Streamed in batches of `batch_size`: what `validation_batch_size=batch_size` cut from arrays.
+        validation_data=eval_dataset(data.val, data.n_classes, config.batch_size),
         shuffle=False,  # the order is the dataset's
         callbacks=callbacks,
         verbose="auto" if _progress(runtime) else 0,
@@ -248,7 +270,7 @@ def fit(config: ExperimentConfig, runtime: RuntimeConfig, data: ExperimentData, 
     model.save(run_dir / MODEL_FILE)
     return FitResult(
         history=report.history,
-        test_logits=predict_logits(model, data.x_test),
+        test_logits=predict_split_logits(model, data.test, data.n_classes),
         training_seconds=training_seconds,
         environment={"tensorflow": tf.__version__, "keras": keras.__version__,
                      "keras_backend": keras.backend.backend(), "steps_per_execution": STEPS_PER_EXECUTION,

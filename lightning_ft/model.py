@@ -82,13 +82,24 @@ def get_weights(model: nn.Module) -> Weights:
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, x: torch.Tensor | np.ndarray, batch_size: int = 4096) -> np.ndarray:
-    """Logits of `x` in eval mode, float32 numpy; the one function used for test outputs and reloads."""
+def predict_logits(model: nn.Module, x, batch_size: int = 4096) -> np.ndarray:
+    """Logits of `x` in eval mode, float32 numpy; the one function used for test outputs and reloads.
+
+    `x` is float32 features (tensor or array) or an `ftmed_core.data.Split`, streamed a batch at a time
+    (uint8 rows converted on the model's device, bitwise the core's preprocessing).
+    """
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    x = torch.as_tensor(x)
-    outputs = [model(x[start:start + batch_size].to(device, torch.float32)).float().cpu()
-               for start in range(0, len(x), batch_size)]
+    if hasattr(x, "raw_rows"):  # a Split: never materialised whole
+        from lightning_ft.datamodule import split_batches
+
+        batches = split_batches(x, batch_size, device)
+    else:
+        x = torch.as_tensor(x)
+        batches = (x[start:start + batch_size].to(device, torch.float32) for start in range(0, len(x), batch_size))
+    outputs = [model(batch).float().cpu() for batch in batches]
     model.train(was_training)
+    if not outputs:
+        return np.zeros((0, linear_layers(model)[-1].out_features), dtype=np.float32)
     return torch.cat(outputs).numpy()

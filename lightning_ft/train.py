@@ -178,7 +178,7 @@ def fit(config: ExperimentConfig, runtime: RuntimeConfig, data: ExperimentData, 
     history = {key: [row[key] for row in rows] for key in HISTORY_KEYS}
     return FitResult(
         history=history,
-        test_logits=predict_logits(system.model, data.x_test),
+        test_logits=predict_logits(system.model, data.test),  # streamed in batches
         training_seconds=training_seconds,
         environment={
             "torch": torch.__version__,

@@ -14,12 +14,12 @@ import pytest
 from keras_ref import _backend  # noqa: F401
 from keras_ref._backend import keras
 from ftmed_core.config import RuntimeConfig
-from ftmed_core.data import load_experiment_data, load_npz, one_hot, preprocess_images
+from ftmed_core.data import Split, load_experiment_data, load_npz, one_hot, preprocess_images
 from ftmed_core.losses import mean_loss
 from ftmed_core.protocol import batch_bounds, epoch_permutation, initial_weights
 from keras_ref.losses import compile_model
 from keras_ref.model import build_mlp, get_weights, predict_logits
-from keras_ref.train import CoreBatches, epoch_orders, fit
+from keras_ref.train import CoreBatches, fit
 
 
 def study_model(config, input_dim, n_classes, weights):
@@ -123,7 +123,7 @@ def test_the_dataset_yields_the_cores_batches_in_order():
     n = 100  # 3 full batches and a partial one of 4
     x = np.arange(n * 2, dtype=np.float32).reshape(n, 2)
     y = one_hot(np.arange(n) % 9, 9)
-    batches = CoreBatches(x, y, epoch_orders(config, n), config.batch_size)
+    batches = CoreBatches(Split(x, np.arange(n) % 9), 9, config.batch_size, config.seed)
     assert batches.steps == 4
     for epoch in range(config.epochs):
         batches.callback.on_epoch_begin(epoch)

@@ -11,7 +11,7 @@ import pytest
 import keras_ref
 from keras_ref._backend import keras
 from ftmed_core.config import ExperimentConfig, RuntimeConfig
-from ftmed_core.data import load_experiment_data
+from ftmed_core.data import Split, load_experiment_data
 from ftmed_core.records import HISTORY_KEYS, read_record
 from keras_ref.model import get_weights, predict_logits
 
@@ -100,7 +100,8 @@ def test_non_finite_loss_is_a_failed_record(synth_dir, tmp_path):
     data = load_experiment_data(config)
     x_train = data.x_train.copy()
     x_train[5, 0] = np.nan
-    record = keras_ref.train(config, run_dir=tmp_path, runtime=RUNTIME, data=replace(data, x_train=x_train))
+    nan_train = replace(data, train=Split(x_train, data.y_train))  # float32 features are fed as they are
+    record = keras_ref.train(config, run_dir=tmp_path, runtime=RUNTIME, data=nan_train)
     assert record.status == "failed"
     assert "NonFiniteLoss" in record.error and "epoch 1" in record.error
     stored = read_record(tmp_path)

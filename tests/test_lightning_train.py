@@ -13,11 +13,11 @@ import torch
 
 import lightning_ft
 from ftmed_core.config import ExperimentConfig, RuntimeConfig, optimizer_config
-from ftmed_core.data import load_experiment_data
+from ftmed_core.data import Split, load_experiment_data
 from ftmed_core.metrics import test_metrics as core_test_metrics
 from ftmed_core.protocol import batch_bounds, epoch_permutation
 from ftmed_core.records import HISTORY_KEYS, list_records, load_probabilities, read_record
-from lightning_ft.datamodule import EpochBatches, SequentialBatches
+from lightning_ft.datamodule import EpochBatches, HostSplit, SequentialBatches
 from lightning_ft.model import predict_logits
 from lightning_ft.train import load_checkpoint
 
@@ -92,19 +92,24 @@ def test_same_seed_gives_bitwise_identical_weights(first_run, data, tmp_path):
 
 
 def test_batches_follow_the_core_order_and_split_across_ranks():
-    x = torch.arange(23, dtype=torch.float32).view(-1, 1)
-    y = torch.arange(23)
-    one = list(EpochBatches(x, y, 5, seed=3, shuffle=True, epoch_fn=lambda: 2))
+    images = np.arange(23 * 2, dtype=np.uint8).reshape(23, 2)  # stored pixels: converted per batch
+    y = np.arange(23)
+    source = HostSplit(Split(images, y))
+    x_all = torch.from_numpy(images.astype(np.float32) / np.float32(255))
+    one = list(EpochBatches(source, 5, seed=3, shuffle=True, epoch_fn=lambda: 2))
     perm = epoch_permutation(3, 2, 23, True)
     assert [len(b[1]) for b in one] == [stop - start for start, stop in batch_bounds(23, 5)]  # last partial kept
     assert np.array_equal(torch.cat([b[1] for b in one]).numpy(), perm)
-    ranks = [list(EpochBatches(x, y, 5, 3, True, lambda: 2, rank=r, world_size=2)) for r in (0, 1)]
+    assert torch.equal(torch.cat([b[0] for b in one]), x_all[torch.from_numpy(perm)])  # rows match labels
+    ranks = [list(EpochBatches(source, 5, 3, True, lambda: 2, rank=r, world_size=2)) for r in (0, 1)]
     for whole, part0, part1 in zip(one, *ranks):
         assert torch.equal(torch.cat([part0[1], part1[1]]), whole[1]) and part0[2] == part1[2] == len(whole[1])
-    in_order = list(EpochBatches(x, y, 5, seed=3, shuffle=False, epoch_fn=lambda: 0))
-    assert torch.equal(torch.cat([b[1] for b in in_order]), y)
-    val = [list(SequentialBatches(x, y, 4, rank=r, world_size=2)) for r in (0, 1)]
-    assert torch.equal(torch.cat([b[1] for part in val for b in part]), y)
+        assert torch.equal(torch.cat([part0[0], part1[0]]), whole[0])
+    in_order = list(EpochBatches(source, 5, seed=3, shuffle=False, epoch_fn=lambda: 0))
+    assert torch.equal(torch.cat([b[1] for b in in_order]), torch.from_numpy(y))
+    val = [list(SequentialBatches(source, 4, rank=r, world_size=2)) for r in (0, 1)]
+    assert torch.equal(torch.cat([b[1] for part in val for b in part]), torch.from_numpy(y))
+    assert torch.equal(torch.cat([b[0] for part in val for b in part]), x_all)
 
 
 @pytest.mark.parametrize("how", ["huge_lr", "nan_input"])
@@ -115,7 +120,7 @@ def test_non_finite_loss_is_recorded_as_failed(synth_dir, data, tmp_path, how):
     else:
         x = data.x_train.copy()
         x[5] = np.nan
-        data = replace(data, x_train=x)
+        data = replace(data, train=Split(x, data.y_train))  # float32 features are fed as they are
     record = lightning_ft.train(config, run_dir=tmp_path / "run", runtime=RUNTIME, data=data)
     assert record.status == "failed"
     assert "NonFiniteLoss" in record.error and "non-finite" in record.error
