@@ -15,7 +15,7 @@ import pytest
 from keras_ref import _backend  # noqa: F401
 from keras_ref._backend import keras
 from ftmed_core.config import ExperimentConfig, RuntimeConfig
-from ftmed_core.data import load_experiment_data, one_hot
+from ftmed_core.data import Split, load_experiment_data, one_hot
 from ftmed_core.protocol import batch_bounds, epoch_permutation, initial_weights
 from keras_ref.losses import compile_model
 from keras_ref.model import build_mlp, get_weights
@@ -69,9 +69,7 @@ def test_core_batches_repeat_one_order_under_fixed():
     config = ExperimentConfig(epochs=3, batch_size=16, seed=7, shuffle="fixed")
     n = 50
     x = np.arange(n * 2, dtype=np.float32).reshape(n, 2)
-    y = one_hot(np.arange(n) % 9, 9)
-    orders = epoch_orders(config, n)
-    batches = CoreBatches(x, y, orders, config.batch_size)
+    batches = CoreBatches(Split(x, np.arange(n) % 9), 9, config.batch_size, config.seed, config.shuffle)
     seen = []
     for epoch in range(config.epochs):
         batches.callback.on_epoch_begin(epoch)

@@ -9,7 +9,7 @@ import torch
 from ftmed_core.config import ExperimentConfig
 from ftmed_core.data import load_experiment_data
 from ftmed_core.protocol import epoch_permutation
-from lightning_ft.datamodule import EpochBatches, MedMNISTDataModule
+from lightning_ft.datamodule import DeviceSplit, EpochBatches, MedMNISTDataModule
 
 
 def _rows(loader) -> np.ndarray:
@@ -22,7 +22,7 @@ def test_epoch_batches_under_each_policy():
     epoch = {"now": 0}
     by_policy = {}
     for policy in ("per-epoch", "fixed", "none"):
-        loader = EpochBatches(x, y, 5, seed=3, shuffle=policy, epoch_fn=lambda: epoch["now"])
+        loader = EpochBatches(DeviceSplit(x, y), 5, seed=3, shuffle=policy, epoch_fn=lambda: epoch["now"])
         by_policy[policy] = []
         for epoch["now"] in range(3):
             by_policy[policy].append(_rows(loader))
