@@ -152,7 +152,7 @@ def run_and_report(layers: tuple[int, ...], out: Path, checks_for: Callable | No
 
 def parity(
     layers: Annotated[Optional[str], typer.Option("--layers", help="Layers to run, e.g. 1,2,5 or 1-7 (default: 1-7).")] = None,
-    statistical: Annotated[bool, typer.Option("--statistical", help="Also run layer 8: outcomes over seeds (a few minutes).")] = False,
+    statistical: Annotated[bool, typer.Option("--statistical", help="Also run layer 8: outcomes over seeds (17 short training runs).")] = False,
     out: Annotated[Path, typer.Option("--out", help="Folder for parity.md and parity.json.")] = Path("runs/parity"),
 ) -> None:
     """Prove layer by layer that the Lightning port computes what the Keras reference computes."""

@@ -3,8 +3,8 @@
 `build_optimizer(params, opt_config)` looks the optimizer up in the registry (`ftmed_core.optimizers`)
 and picks by `opt_config.semantics`:
 
-- "keras" (default, for parity): the registry's `torch_rule`, one class below per rule, replays `update_step` of keras/src/optimizers/*.py
-  (Keras 3.15) operation for operation, on float32 parameters:
+- "keras" (default, for parity): the registry's `torch_rule`, one class below per rule, replays
+  `update_step` of keras/src/optimizers/*.py (Keras 3.15) operation for operation, on float32 parameters:
   * scalars (learning rate, beta powers, bias corrections, Nadam's momentum schedule) are computed in
     float32 where Keras computes them on the variable's dtype, and in Python float64 where Keras does
     (Adam's `1 - self.beta_1` is float64 then cast; Nadam's and Lion's `1 - beta` is float32 arithmetic,
