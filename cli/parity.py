@@ -100,7 +100,8 @@ def markdown(results, seconds: dict[int, float], environment: dict, layers) -> s
                      f"{_number(r.value)} | {_number(r.tolerance)} | {r.verdict} | {_cell(r.note)} |")
     lines += ["", "Seconds per layer: " + ", ".join(f"{k}: {v:.1f}" for k, v in seconds.items()), "",
               "## Tolerances", "", "Generated from the declared checks (package `ftmed_parity`): each row's value "
-              "is compared with its tolerance.", "", "| id | layer | check | tolerance | reason |", "|---|---|---|---|---|"]
+              "is compared with its tolerance.", "",
+              "| id | layer | check | tolerance | reason |", "|---|---|---|---|---|"]
     for check_id, layer, name, tolerance, reason in tolerance_table(layers):
         lines.append(f"| {check_id} | {layer} | {_cell(name)} | {_cell(tolerance)} | {_cell(reason)} |")
     lines.append("")

@@ -216,8 +216,9 @@ def semantics_table() -> str:
     lines = ['| optimizer | semantics="keras" (Keras rule, replayed in torch) | semantics="torch" (torch.optim) '
              '| what still differs under "torch" |', "|---|---|---|---|"]
     for spec in REGISTRY.values():
-        torch_side = spec.torch_optim.signature() if spec.torch_optim else f"none in torch.optim: uses {spec.torch_rule}"
-        differs = spec.torch_optim.differs if spec.torch_optim else "-"
+        mapping = spec.torch_optim
+        torch_side = mapping.signature() if mapping else f"none in torch.optim: uses {spec.torch_rule}"
+        differs = mapping.differs if mapping else "-"
         lines.append(f"| {spec.name} | {spec.torch_rule}: {spec.rule} | {torch_side} | {differs} |")
     lines += ["", "Under \"torch\", weight_decay is torch's own: decoupled for Adam(W)/NAdam, an L2 term added to the "
               "gradient for SGD, RMSprop, Adagrad, Adadelta, Adamax (Keras always decouples)."]

@@ -31,6 +31,11 @@ BOUNDED_OUTPUTS = ("softmax", "sigmoid")
 # ------------------------------------------------------------------------------------ 1 architecture
 
 
+def _misplaced(shapes: list, expected: list) -> int:
+    """Variables in a wrong shape, plus any missing or extra."""
+    return sum(a != b for a, b in zip(shapes, expected)) + abs(len(shapes) - len(expected))
+
+
 def _architecture(ctx: Context, name: str) -> Measurement:
     from ftmed_core.protocol import layer_sizes, parameter_count
 
@@ -47,8 +52,7 @@ def _architecture(ctx: Context, name: str) -> Measurement:
     keras_count = int(keras_net.count_params())
     torch_count = int(sum(p.numel() for p in torch_net.parameters()))
     count_gap = max(abs(keras_count - expected), abs(torch_count - expected))
-    wrong_shapes = (sum(a != b for a, b in zip(keras_shapes, keras_expected)) + abs(len(keras_shapes) - len(keras_expected))
-                    + sum(a != b for a, b in zip(torch_shapes, torch_expected)) + abs(len(torch_shapes) - len(torch_expected)))
+    wrong_shapes = _misplaced(keras_shapes, keras_expected) + _misplaced(torch_shapes, torch_expected)
     note = f"{expected:,} parameters, {len(pairs)} Dense/Linear layers"
     if wrong_shapes:
         note = f"shapes differ: keras {keras_shapes} torch {torch_shapes}"
@@ -71,8 +75,10 @@ def _differing_elements(a, b) -> int:
     a, b = flat(a), flat(b)
     if len(a) != len(b) or any(x.shape != y.shape for x, y in zip(a, b)):
         raise ValueError(f"layouts differ: {[x.shape for x in a]} vs {[y.shape for y in b]}")
-    return int(sum(np.count_nonzero(np.asarray(x, np.float32).view(np.uint32) != np.asarray(y, np.float32).view(np.uint32))
-                   for x, y in zip(a, b)))
+    def bits(array):
+        return np.asarray(array, np.float32).view(np.uint32)
+
+    return int(sum(np.count_nonzero(bits(x) != bits(y)) for x, y in zip(a, b)))
 
 
 def _keras_to_lightning(ctx: Context) -> dict:
@@ -157,7 +163,8 @@ def _forward(ctx: Context, hidden: str, outputs: tuple[str, ...], n_rows: int) -
             y_torch = port.activate(z_torch, output).numpy()
         activated[output] = max_diff([np.asarray(keras_net.predict_on_batch(x))], [y_torch])
     if z_keras is None:
-        z_keras = np.asarray(keras.logits_model(keras.build_mlp(config, INPUT_DIM, N_CLASSES, weights)).predict_on_batch(x))
+        net = keras.build_mlp(config, INPUT_DIM, N_CLASSES, weights)
+        z_keras = np.asarray(keras.logits_model(net).predict_on_batch(x))
     return {"logits": max_diff([z_keras], [z_torch.numpy()]), "scale": max(1.0, float(np.abs(z_keras).max())),
             "activated": activated}
 

@@ -155,7 +155,8 @@ def test_layer_4_detects_the_literal_sigmoid_loss(sides):
     def literal(logits, labels, output, mode):
         return losses.keras_loss(logits, labels, output, "probability" if output == "sigmoid" else mode)
 
-    rows = run_checks(loss_checks(output_activations=["sigmoid"], loss_modes=["keras"]), sides.with_port(keras_loss=literal))
+    checks = loss_checks(output_activations=["sigmoid"], loss_modes=["keras"])
+    rows = run_checks(checks, sides.with_port(keras_loss=literal))
     assert_fails(rows, "loss (keras)")
 
 
@@ -231,8 +232,8 @@ def test_layer_6_detects_torch_adam_in_place_of_the_keras_rule(sides):
     def torch_adam(params, opt):
         return torch.optim.Adam(params, lr=opt.learning_rate, betas=(opt.beta_1, opt.beta_2), eps=opt.epsilon)
 
-    assert_fails(run_checks(optimizer_checks(["adam"], semantics=("keras",)), sides.with_port(build_optimizer=torch_adam)),
-                 "keras rule")
+    rows = run_checks(optimizer_checks(["adam"], semantics=("keras",)), sides.with_port(build_optimizer=torch_adam))
+    assert_fails(rows, "keras rule")
 
 
 def test_layer_6_detects_the_torch_adagrad_accumulator(sides):
@@ -241,7 +242,8 @@ def test_layer_6_detects_the_torch_adagrad_accumulator(sides):
     def torch_accumulator(params, opt):
         return optimizers.build_optimizer(params, replace(opt, initial_accumulator_value=0.0))
 
-    rows = run_checks(optimizer_checks(["adagrad"], semantics=("keras",)), sides.with_port(build_optimizer=torch_accumulator))
+    broken = sides.with_port(build_optimizer=torch_accumulator)
+    rows = run_checks(optimizer_checks(["adagrad"], semantics=("keras",)), broken)
     assert_fails(rows, "keras rule")
 
 
@@ -359,7 +361,8 @@ def test_help_imports_neither_framework():
 
 
 def test_parity_package_does_not_import_the_cli():
-    code = "import sys, ftmed_parity.suite, ftmed_parity.sides; print(sorted(m for m in sys.modules if m.startswith('cli')))"
+    code = ("import sys, ftmed_parity.suite, ftmed_parity.sides; "
+            "print(sorted(m for m in sys.modules if m.startswith('cli')))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
