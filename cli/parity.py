@@ -1,7 +1,11 @@
-"""`ftmed parity`: run the parity layers (cli/parity_checks.py), print the table, write parity.md/json.
+"""`ftmed parity`: run the parity suite (the `ftmed_parity` package), print its table, write parity.md/json.
 
-Exit code 0 when every asserted check passes, 1 when any fails (informational rows never fail).
-Expected on a 2-core CPU: layers 1-7 in about a minute; `--statistical` adds layer 8 (~2-3 minutes).
+This module only renders: the checks, their tolerances and verdicts come from ftmed_parity. The terminal
+table is plain fixed-width text (fits 80 columns, reads the same in a CI log); parity.md has every note
+and the tolerance table generated from the declared checks.
+
+Exit code 0 when no asserted check fails or errors, 1 otherwise (informational rows never fail); 2 for a
+bad --layers value.
 """
 
 from __future__ import annotations
@@ -10,16 +14,18 @@ import json
 import platform
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Callable, Optional
 
 import typer
 
 from ftmed_core.errors import ConfigError
 
+WIDTH = 79
+
 
 def parse_layers(text: str | None, statistical: bool) -> tuple[int, ...]:
     """'1,2,5' (or '1-3') -> (1, 2, 5); None -> 1-7, plus 8 with --statistical."""
-    from cli.parity_checks import DEFAULT_LAYERS, LAYERS
+    from ftmed_parity import DEFAULT_LAYERS, LAYERS
 
     if text is None:
         return DEFAULT_LAYERS + ((8,) if statistical else ())
@@ -47,98 +53,110 @@ def parse_layers(text: str | None, statistical: bool) -> tuple[int, ...]:
     return tuple(sorted(chosen))
 
 
-def _number(value: float | None, digits: int = 2) -> str:
+def _number(value: float | None) -> str:
     if value is None:
         return "-"
     if value != value:  # NaN
         return "n/a"
-    return "0" if value == 0 else f"{value:.{digits}e}"
+    return "0" if value == 0 else f"{value:.2e}"
 
 
-def markdown(checks, seconds: dict[int, float], environment: dict) -> str:
-    from cli.parity_checks import LAYERS
+def _fit(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 2] + ".."
 
-    failed = sum(c.passed is False for c in checks)
-    lines = [
-        "# ftmed parity",
-        "",
-        f"{len(checks)} checks: {sum(c.passed is True for c in checks)} pass, {failed} FAIL, "
-        f"{sum(c.passed is None for c in checks)} info. " + ", ".join(f"{k}={v}" for k, v in environment.items()),
-        "",
-        "| layer | check | variant / optimizer | max abs diff | tolerance | verdict | note |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for c in checks:
-        note = c.note.replace("|", "\\|")
-        lines.append(f"| {c.layer} {LAYERS[c.layer]} | {c.name} | {c.subject} | {_number(c.max_abs_diff)} | "
-                     f"{_number(c.tolerance)} | {c.verdict} | {note} |")
+
+def text_table(results) -> str:
+    """Fixed-width rows: layer, check id, subject, measured value, tolerance, verdict (79 columns)."""
+    id_width = max([len(r.check_id) for r in results] + [5])
+    subject_width = WIDTH - (1 + 2 + id_width + 2 + 2 + 9 + 1 + 9 + 2 + len("verdict"))
+    header = f"L  {'check':<{id_width}}  {'subject':<{subject_width}}  {'value':>9} {'tolerance':>9}  verdict"
+    lines = [header, "-" * min(WIDTH, len(header))]
+    for r in results:
+        lines.append(f"{r.layer}  {r.check_id:<{id_width}}  {_fit(r.subject, subject_width):<{subject_width}}  "
+                     f"{_number(r.value):>9} {_number(r.tolerance):>9}  {r.verdict}")
+    return "\n".join(lines)
+
+
+def _cell(text) -> str:
+    return str(text).replace("|", "\\|")
+
+
+def summary(results) -> str:
+    from ftmed_parity import ERROR, FAIL, INFO, PASS
+
+    counts = {v: sum(r.verdict == v for r in results) for v in (PASS, FAIL, ERROR, INFO)}
+    return (f"{len(results)} checks: {counts[PASS]} pass, {counts[FAIL]} FAIL, {counts[ERROR]} ERROR, "
+            f"{counts[INFO]} info")
+
+
+def markdown(results, seconds: dict[int, float], environment: dict, layers) -> str:
+    from ftmed_parity import LAYERS, tolerance_table
+
+    lines = ["# ftmed parity", "", summary(results) + ". " + ", ".join(f"{k}={v}" for k, v in environment.items()),
+             "", "| layer | check | id | subject | value | tolerance | verdict | note |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        lines.append(f"| {r.layer} {LAYERS[r.layer]} | {_cell(r.name)} | {r.check_id} | {_cell(r.subject)} | "
+                     f"{_number(r.value)} | {_number(r.tolerance)} | {r.verdict} | {_cell(r.note)} |")
     lines += ["", "Seconds per layer: " + ", ".join(f"{k}: {v:.1f}" for k, v in seconds.items()), "",
-              "## Tolerances", "", "Each one's origin (measurement and float32 analysis) is in the docstring of its "
-              "layer function in cli/parity_checks.py.", ""]
-    import cli.parity_checks as checks_module
-
-    lines += [line for line in (checks_module.__doc__ or "").splitlines() if line.startswith("|")]
+              "## Tolerances", "", "Generated from the declared checks (package `ftmed_parity`): each row's value "
+              "is compared with its tolerance.", "",
+              "| id | layer | check | tolerance | reason |", "|---|---|---|---|---|"]
+    for check_id, layer, name, tolerance, reason in tolerance_table(layers):
+        lines.append(f"| {check_id} | {layer} | {_cell(name)} | {_cell(tolerance)} | {_cell(reason)} |")
     lines.append("")
     return "\n".join(lines)
 
 
-def parity(
-    layers: Annotated[Optional[str], typer.Option("--layers", help="Layers to run, e.g. 1,2,5 or 1-7 (default: 1-7).")] = None,
-    statistical: Annotated[bool, typer.Option("--statistical", help="Also run layer 8: outcomes over seeds (a few minutes).")] = False,
-    out: Annotated[Path, typer.Option("--out", help="Folder for parity.md and parity.json.")] = Path("runs/parity"),
-) -> None:
-    """Prove layer by layer that the Lightning port computes what the Keras reference computes."""
-    chosen = parse_layers(layers, statistical)
-    from rich.console import Console
-    from rich.table import Table
-
-    from cli.parity_checks import LAYERS, run_layers
-    from ftmed_core.records import atomic_write_text
-
-    console = Console()
-    err = Console(stderr=True)
-
-    def progress(layer: int, rows, seconds: float) -> None:
-        bad = sum(r.passed is False for r in rows)
-        err.print(f"layer {layer} {LAYERS[layer]}: {len(rows)} checks, {bad} failed ({seconds:.1f} s)", highlight=False)
-
-    started = time.perf_counter()
-    checks, seconds = run_layers(chosen, progress)
-    total = time.perf_counter() - started
-
+def environment_info(total_seconds: float) -> dict:
     import lightning
     import torch
 
     from keras_ref._backend import keras, tf
 
-    environment = {"torch": torch.__version__, "lightning": lightning.__version__, "tensorflow": tf.__version__,
-                   "keras": keras.__version__, "python": platform.python_version(), "device": "cpu",
-                   "threads": 1, "seconds": round(total, 1)}
-    table = Table(title=f"ftmed parity (layers {','.join(map(str, chosen))}, {total:.0f} s)")
-    table.add_column("layer")
-    table.add_column("check", no_wrap=True)
-    table.add_column("variant / optimizer", overflow="fold")
-    table.add_column("max |Δ|", justify="right", no_wrap=True)
-    table.add_column("tolerance", justify="right", no_wrap=True)
-    table.add_column("verdict", no_wrap=True)
-    styles = {"pass": "green", "FAIL": "bold red", "info": "cyan"}
-    for c in checks:
-        table.add_row(str(c.layer), c.name, c.subject, _number(c.max_abs_diff), _number(c.tolerance),
-                      f"[{styles[c.verdict]}]{c.verdict}[/]")
-    console.print(table)
-    for c in checks:
-        if c.passed is False:
-            console.print(f"FAIL layer {c.layer} {c.name} [{c.subject}]: {c.note}", highlight=False, markup=False)
+    return {"torch": torch.__version__, "lightning": lightning.__version__, "tensorflow": tf.__version__,
+            "keras": keras.__version__, "python": platform.python_version(), "device": "cpu", "threads": 1,
+            "seconds": round(total_seconds, 1)}
 
+
+def run_and_report(layers: tuple[int, ...], out: Path, checks_for: Callable | None = None) -> int:
+    """Run `layers`, print the table, write parity.md and parity.json under `out`; returns the exit code.
+
+    `checks_for(layer) -> [Check]` replaces the suite's checks (tests plant a failing check with it).
+    """
+    from ftmed_core.records import atomic_write_text
+    from ftmed_parity import LAYERS, layer_checks, run_layers
+
+    def progress(layer: int, rows, seconds: float) -> None:
+        bad = sum(r.failed for r in rows)
+        typer.echo(f"layer {layer} {LAYERS[layer]}: {len(rows)} checks, {bad} failed ({seconds:.1f} s)", err=True)
+
+    started = time.perf_counter()
+    results, seconds = run_layers(layers, on_layer=progress, checks_for=checks_for or layer_checks)
+    environment = environment_info(time.perf_counter() - started)
+    typer.echo(f"ftmed parity, layers {','.join(map(str, layers))}, {environment['seconds']:.0f} s "
+               f"({results[0].frameworks if results else ''})")
+    typer.echo(text_table(results))
+    for r in results:
+        if r.failed or r.verdict == "ERROR":
+            typer.echo(f"{r.verdict} {r.check_id} [{r.subject}]: {r.note}")
     out.mkdir(parents=True, exist_ok=True)
-    payload = {"layers": list(chosen), "environment": environment,
+    failed = sum(r.failed for r in results)
+    payload = {"layers": list(layers), "environment": environment,
                "seconds_per_layer": {str(k): round(v, 2) for k, v in seconds.items()},
-               "passed": not any(c.passed is False for c in checks),
-               "checks": [c.to_dict() for c in checks]}
+               "passed": not failed, "checks": [r.to_dict() for r in results]}
     atomic_write_text(out / "parity.json", json.dumps(payload, indent=2))
-    atomic_write_text(out / "parity.md", markdown(checks, seconds, environment))
-    failed = sum(c.passed is False for c in checks)
-    console.print(f"{len(checks)} checks, {failed} failed; wrote {out / 'parity.md'} and {out / 'parity.json'}",
-                  highlight=False)
-    if failed:
-        raise typer.Exit(code=1)
+    atomic_write_text(out / "parity.md", markdown(results, seconds, environment, layers))
+    typer.echo(f"{summary(results)}; wrote {out / 'parity.md'} and {out / 'parity.json'}")
+    return 1 if failed else 0
+
+
+def parity(
+    layers: Annotated[Optional[str], typer.Option("--layers", help="Layers to run, e.g. 1,2,5 or 1-7 (default: 1-7).")] = None,
+    statistical: Annotated[bool, typer.Option("--statistical", help="Also run layer 8: outcomes over seeds (17 short training runs).")] = False,
+    out: Annotated[Path, typer.Option("--out", help="Folder for parity.md and parity.json.")] = Path("runs/parity"),
+) -> None:
+    """Prove layer by layer that the Lightning port computes what the Keras reference computes."""
+    code = run_and_report(parse_layers(layers, statistical), out)
+    if code:
+        raise typer.Exit(code=code)

@@ -5,7 +5,8 @@ An `ExperimentConfig` says *what* is trained (data, network, loss, optimizer, sc
 their framework and never pick a default of their own: an adapter default is a parity bug waiting to
 happen.
 
-Optimizer defaults are Keras 3's (the study ran Keras), spelled out per optimizer in `OPTIMIZER_DEFAULTS`.
+Optimizers (`OptimizerConfig`, Keras 3's defaults) are declared in the registry `ftmed_core.optimizers` and
+re-exported here.
 """
 
 from __future__ import annotations
@@ -13,12 +14,20 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import math
 import re
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from ftmed_core.errors import ConfigError
+from ftmed_core.optimizers import (  # noqa: F401  (the registry's views, importable from here as before)
+    OPTIMIZER_DEFAULTS,
+    OPTIMIZER_FIELDS,
+    OPTIMIZER_SEMANTICS,
+    OPTIMIZERS,
+    OptimizerConfig,
+    optimizer_config,
+    validate_optimizer,
+)
 
 HIDDEN_ACTIVATIONS = ("relu", "tanh", "sigmoid", "elu", "gelu", "leaky_relu", "selu", "swish")
 OUTPUT_ACTIVATIONS = ("softmax", "sigmoid", "linear", "tanh")
@@ -29,7 +38,6 @@ OUTPUT_ACTIVATIONS = ("softmax", "sigmoid", "linear", "tanh")
 LOSS_MODES = ("keras", "probability")
 VAL_MODES = ("holdout", "official")
 INIT_SCHEMES = ("glorot_uniform", "torch_default")
-OPTIMIZER_SEMANTICS = ("keras", "torch")
 PRECISIONS = ("32", "16-mixed", "bf16-mixed")
 ACCELERATORS = ("auto", "cpu", "gpu", "mps")
 SIZES = (28, 64, 128, 224)
@@ -38,113 +46,6 @@ SIZES = (28, 64, 128, 224)
 # "none" file order every epoch. Records written before the policy existed hold a bool.
 SHUFFLE_POLICIES = ("per-epoch", "fixed", "none")
 _SHUFFLE_FROM_BOOL = {True: "per-epoch", False: "none"}
-
-
-@dataclass(frozen=True)
-class OptimizerConfig:
-    """One optimizer with all of its hyperparameters (Keras 3 names and defaults).
-
-    Fields an optimizer does not use keep their neutral value and are ignored by it; `describe()` shows
-    only the ones that matter for `name`.
-    """
-
-    name: str = "adam"
-    learning_rate: float = 1e-3
-    beta_1: float = 0.9
-    beta_2: float = 0.999
-    epsilon: float = 1e-7
-    momentum: float = 0.0
-    nesterov: bool = False
-    rho: float = 0.9
-    initial_accumulator_value: float = 0.1
-    weight_decay: float = 0.0
-    # "keras" reproduces Keras's update rule exactly; "torch" uses torch.optim with the closest mapping.
-    semantics: str = "keras"
-
-    def used_fields(self) -> tuple[str, ...]:
-        return OPTIMIZER_FIELDS[self.name]
-
-    def describe(self) -> str:
-        """`adam(lr=0.001)`: the learning rate plus every used setting that differs from Keras's default."""
-        defaults = OPTIMIZER_DEFAULTS[self.name]
-        parts = [f"lr={self.learning_rate:g}"]
-        for name in self.used_fields():
-            value = getattr(self, name)
-            if name == "learning_rate" or value == getattr(defaults, name):
-                continue
-            parts.append(f"{name}={value:g}" if isinstance(value, float) else f"{name}={value}")
-        if self.semantics != "keras":
-            parts.append(f"semantics={self.semantics}")
-        return f"{self.name}(" + ", ".join(parts) + ")"
-
-
-# Which hyperparameters each optimizer reads (Keras 3 constructor arguments).
-OPTIMIZER_FIELDS: dict[str, tuple[str, ...]] = {
-    "sgd": ("learning_rate", "momentum", "nesterov", "weight_decay"),
-    "adam": ("learning_rate", "beta_1", "beta_2", "epsilon", "weight_decay"),
-    "adamw": ("learning_rate", "beta_1", "beta_2", "epsilon", "weight_decay"),
-    "adamax": ("learning_rate", "beta_1", "beta_2", "epsilon", "weight_decay"),
-    "nadam": ("learning_rate", "beta_1", "beta_2", "epsilon", "weight_decay"),
-    "rmsprop": ("learning_rate", "rho", "momentum", "epsilon", "weight_decay"),
-    "adagrad": ("learning_rate", "initial_accumulator_value", "epsilon", "weight_decay"),
-    "adadelta": ("learning_rate", "rho", "epsilon", "weight_decay"),
-    "lion": ("learning_rate", "beta_1", "beta_2", "weight_decay"),
-}
-
-# Keras 3 defaults, one entry per optimizer (keras/src/optimizers/*.py).
-OPTIMIZER_DEFAULTS: dict[str, OptimizerConfig] = {
-    "sgd": OptimizerConfig(name="sgd", learning_rate=0.01, momentum=0.0, nesterov=False),
-    "adam": OptimizerConfig(name="adam", learning_rate=1e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-7),
-    "adamw": OptimizerConfig(
-        name="adamw", learning_rate=1e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-7, weight_decay=0.004
-    ),
-    "adamax": OptimizerConfig(name="adamax", learning_rate=1e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-7),
-    "nadam": OptimizerConfig(name="nadam", learning_rate=1e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-7),
-    "rmsprop": OptimizerConfig(name="rmsprop", learning_rate=1e-3, rho=0.9, momentum=0.0, epsilon=1e-7),
-    "adagrad": OptimizerConfig(
-        name="adagrad", learning_rate=1e-3, initial_accumulator_value=0.1, epsilon=1e-7
-    ),
-    "adadelta": OptimizerConfig(name="adadelta", learning_rate=1e-3, rho=0.95, epsilon=1e-7),
-    "lion": OptimizerConfig(name="lion", learning_rate=1e-3, beta_1=0.9, beta_2=0.99),
-}
-OPTIMIZERS = tuple(OPTIMIZER_DEFAULTS)
-
-
-def optimizer_config(name: str, **overrides: Any) -> OptimizerConfig:
-    """Keras's defaults for `name`, with `overrides` applied (None values are ignored)."""
-    if name not in OPTIMIZER_DEFAULTS:
-        raise ConfigError(f"unknown optimizer {name!r}; choose one of: {', '.join(OPTIMIZERS)}")
-    changes = {k: v for k, v in overrides.items() if v is not None}
-    unknown = set(changes) - {f.name for f in fields(OptimizerConfig)}
-    if unknown:
-        raise ConfigError(f"unknown optimizer setting(s) {sorted(unknown)}")
-    return validate_optimizer(replace(OPTIMIZER_DEFAULTS[name], **changes))
-
-
-def validate_optimizer(opt: OptimizerConfig) -> OptimizerConfig:
-    if opt.name not in OPTIMIZER_DEFAULTS:
-        raise ConfigError(f"unknown optimizer {opt.name!r}; choose one of: {', '.join(OPTIMIZERS)}")
-    if opt.semantics not in OPTIMIZER_SEMANTICS:
-        raise ConfigError(
-            f"unknown optimizer semantics {opt.semantics!r}; choose one of: {', '.join(OPTIMIZER_SEMANTICS)}"
-        )
-    if not (math.isfinite(opt.learning_rate) and opt.learning_rate > 0):
-        raise ConfigError(f"learning rate must be a positive number, got {opt.learning_rate!r}")
-    for name in ("beta_1", "beta_2", "rho"):
-        value = getattr(opt, name)
-        if not 0.0 <= value < 1.0:
-            raise ConfigError(f"{name} must be in [0, 1), got {value!r}")
-    if not 0.0 <= opt.momentum < 1.0:
-        raise ConfigError(f"momentum must be in [0, 1), got {opt.momentum!r}")
-    if not (opt.epsilon >= 0 and math.isfinite(opt.epsilon)):
-        raise ConfigError(f"epsilon must be a non-negative number, got {opt.epsilon!r}")
-    if opt.weight_decay < 0:
-        raise ConfigError(f"weight_decay must be >= 0, got {opt.weight_decay!r}")
-    if opt.initial_accumulator_value < 0:
-        raise ConfigError(
-            f"initial_accumulator_value must be >= 0, got {opt.initial_accumulator_value!r}"
-        )
-    return opt
 
 
 @dataclass(frozen=True)

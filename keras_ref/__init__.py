@@ -10,15 +10,15 @@ Modules: `model` (build_mlp, weights in the core's layout, logits), `optimizers`
 Importing this package pins KERAS_BACKEND=tensorflow (unless keras was already imported with another
 backend, which raises ImportError) and quiets TensorFlow's C++ logging (TF_CPP_MIN_LOG_LEVEL=2 unless set).
 
-Measured facts this package relies on (keras 3.15 / tensorflow 2.21, CPU; tests pin the first four):
+Keras behaviour this package relies on (tests pin the first four):
 - `fit(x, y, validation_split=0.2)` validates on the last 20 % of rows, the core's holdout rows.
 - `categorical_crossentropy` on a sigmoid output is softmax cross-entropy on the logits (TF backend).
 - With the same weights and batch, a `keras_ref` model and the study's recipe take bitwise-identical
   steps; with `shuffle=False` a whole `keras_ref.fit` equals the study's `fit(validation_split=0.2)`.
-- `steps_per_execution=16` gives bitwise the same weights as 1 (and is ~20 % faster here).
-- `tf.config.experimental.enable_op_determinism()` changes the numbers on CPU (max |dW| 7e-7 after 30
-  Adam steps of the baseline); with it and without it, runs repeat bitwise on CPU
-  (`benchmarks/keras_speed.py --check-determinism`). It is process-wide and one-way.
+- `steps_per_execution=16` gives bitwise the same weights as 1.
+- `tf.config.experimental.enable_op_determinism()` changes the numbers on CPU; with it and without it,
+  runs repeat bitwise on CPU (`benchmarks/keras_speed.py --check-determinism`). It is process-wide and
+  one-way.
 - On CPU, `relu(NaN)` is 0: a NaN input does not always reach the loss.
 - `import keras_ref.train` names the function (the package exports `train`); use
   `importlib.import_module("keras_ref.train")` for the module.

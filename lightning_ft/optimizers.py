@@ -1,9 +1,10 @@
 """Optimizers: Keras 3's update rules as multi-tensor torch optimizers, or torch.optim's closest built-ins.
 
-`build_optimizer(params, opt_config)` picks by `opt_config.semantics`:
+`build_optimizer(params, opt_config)` looks the optimizer up in the registry (`ftmed_core.optimizers`)
+and picks by `opt_config.semantics`:
 
-- "keras" (default, for parity): the classes below replay `update_step` of keras/src/optimizers/*.py
-  (Keras 3.15) operation for operation, on float32 parameters:
+- "keras" (default, for parity): the registry's `torch_rule`, one class below per rule, replays
+  `update_step` of keras/src/optimizers/*.py (Keras 3.15) operation for operation, on float32 parameters:
   * scalars (learning rate, beta powers, bias corrections, Nadam's momentum schedule) are computed in
     float32 where Keras computes them on the variable's dtype, and in Python float64 where Keras does
     (Adam's `1 - self.beta_1` is float64 then cast; Nadam's and Lion's `1 - beta` is float32 arithmetic,
@@ -15,40 +16,33 @@
   * the step counter (Keras `iterations`) is shared by all parameters of a group.
   Each rule runs as a handful of `torch._foreach_*` ops over all parameters (no per-parameter Python loop),
   so a Keras-exact step costs about what torch's multi-tensor built-ins cost.
-- "torch": torch.optim's built-in with the same nominal hyperparameters, mapped as in `SEMANTICS_TABLE`.
+- "torch": torch.optim's nearest built-in with the same nominal hyperparameters, as the registry's
+  `torch_optim` maps it (`SEMANTICS_TABLE`, generated from the registry, lists what still differs).
+
+A rule class takes `lr` plus the optimizer's other used fields by name (`torch_rule_kwargs`).
 
 Gradient clipping, EMA, amsgrad and centered RMSprop are not part of the study's configs and not offered.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Iterable
 
 import numpy as np
 import torch
 
-from ftmed_core.config import OptimizerConfig, validate_optimizer
 from ftmed_core.errors import ConfigError
+from ftmed_core.optimizers import (
+    OptimizerConfig,
+    optimizer_spec,
+    semantics_table,
+    torch_rule_kwargs,
+    validate_optimizer,
+)
 
 _F32 = np.float32
 
-SEMANTICS_TABLE = """\
-| optimizer | semantics="keras" (this module) | semantics="torch" (torch.optim) | what still differs under "torch" |
-|---|---|---|---|
-| sgd | KerasSGD: v = m*v - lr*g; w += v (nesterov: w += m*v - lr*g) | SGD(lr, momentum, nesterov) | nothing for a constant lr (torch scales the velocity by lr at use); weight_decay is L2 added to g |
-| adam | KerasAdam: epsilon added to sqrt(v) before bias correction, float32 bias terms | Adam(lr, betas, eps, fused) | eps after bias correction (effective eps differs by sqrt(1-b2^t)); float64 bias terms; wd>0 maps to AdamW (decoupled, like Keras) |
-| adamw | KerasAdam + decoupled wd (w -= w*wd*lr before the step) | AdamW(lr, betas, eps, weight_decay, fused) | as adam; decay is the same decoupled form |
-| adamax | KerasAdamax: w -= lr*m / ((1-b1^t)*(u+eps)) | Adamax(lr, betas, eps) | torch puts eps inside the max: u = max(b2*u, abs(g)+eps) |
-| nadam | KerasNadam: mu_t = b1*(1-0.5*0.96^t), float32 u_product | NAdam(lr, betas, eps, momentum_decay=1.0) | momentum_decay=1 gives Keras's 0.96^t schedule; eps after bias correction; float64 scalars; wd decoupled |
-| rmsprop | KerasRMSprop: lr*g/sqrt(v+eps); momentum on the increment | RMSprop(lr, alpha=rho, eps, momentum) | torch: eps outside the sqrt (sqrt(v)+eps) |
-| adagrad | KerasAdagrad: accumulator starts at initial_accumulator_value (0.1); lr*g/sqrt(acc+eps) | Adagrad(lr, initial_accumulator_value, eps) | torch: eps outside the sqrt |
-| adadelta | KerasAdadelta: Zeiler's rule with lr scaling, eps inside both sqrt | Adadelta(lr, rho, eps) | same rule; weight_decay is L2 added to g |
-| lion | KerasLion: w -= lr*sign(b1*m + (1-b1)*g); m = b2*m + (1-b2)*g | none in torch.optim: uses KerasLion | - |
-
-Under "torch", weight_decay is torch's own: decoupled for Adam(W)/NAdam (decoupled_weight_decay=True),
-an L2 term added to the gradient for SGD, RMSprop, Adagrad, Adadelta, Adamax (Keras always decouples).
-"""
+SEMANTICS_TABLE = semantics_table()
 
 
 def _f32(value) -> float:
@@ -324,61 +318,28 @@ class KerasLion(KerasOptimizer):
         torch._foreach_add_(m, grads, alpha=_f32(_F32(1) - b2))
 
 
+def rule_class(name: str) -> type[KerasOptimizer]:
+    """The Keras-exact rule the registry names for optimizer `name` (a class of this module)."""
+    rule = globals().get(optimizer_spec(name).torch_rule)
+    if not (isinstance(rule, type) and issubclass(rule, KerasOptimizer)):
+        raise ConfigError(f"optimizer {name!r}: the registry names torch rule "
+                          f"{optimizer_spec(name).torch_rule!r}, which lightning_ft.optimizers does not define")
+    return rule
+
+
 def build_keras_optimizer(params: Iterable, opt: OptimizerConfig) -> KerasOptimizer:
-    lr, wd = opt.learning_rate, opt.weight_decay
-    if opt.name == "sgd":
-        return KerasSGD(params, lr=lr, momentum=opt.momentum, nesterov=opt.nesterov, weight_decay=wd)
-    if opt.name in ("adam", "adamw"):
-        return KerasAdam(params, lr=lr, beta_1=opt.beta_1, beta_2=opt.beta_2, epsilon=opt.epsilon, weight_decay=wd)
-    if opt.name == "adamax":
-        return KerasAdamax(params, lr=lr, beta_1=opt.beta_1, beta_2=opt.beta_2, epsilon=opt.epsilon, weight_decay=wd)
-    if opt.name == "nadam":
-        return KerasNadam(params, lr=lr, beta_1=opt.beta_1, beta_2=opt.beta_2, epsilon=opt.epsilon, weight_decay=wd)
-    if opt.name == "rmsprop":
-        return KerasRMSprop(params, lr=lr, rho=opt.rho, momentum=opt.momentum, epsilon=opt.epsilon, weight_decay=wd)
-    if opt.name == "adagrad":
-        return KerasAdagrad(params, lr=lr, initial_accumulator_value=opt.initial_accumulator_value,
-                            epsilon=opt.epsilon, weight_decay=wd)
-    if opt.name == "adadelta":
-        return KerasAdadelta(params, lr=lr, rho=opt.rho, epsilon=opt.epsilon, weight_decay=wd)
-    if opt.name == "lion":
-        return KerasLion(params, lr=lr, beta_1=opt.beta_1, beta_2=opt.beta_2, weight_decay=wd)
-    raise ConfigError(f"unknown optimizer {opt.name!r}")
-
-
-def _fast_kwargs(params: list[torch.Tensor], fused_ok: bool) -> dict:
-    """fused=True where torch has a fused kernel for these params' device, else foreach=True."""
-    if fused_ok and params and all(p.device.type in ("cpu", "cuda", "mps") for p in params):
-        return {"fused": True}
-    return {"foreach": True}
+    return rule_class(opt.name)(params, **torch_rule_kwargs(opt))
 
 
 def build_torch_optimizer(params: Iterable, opt: OptimizerConfig) -> torch.optim.Optimizer:
-    params = list(params)
-    lr, wd, betas, eps = opt.learning_rate, opt.weight_decay, (opt.beta_1, opt.beta_2), opt.epsilon
-    if opt.name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=opt.momentum, nesterov=opt.nesterov, weight_decay=wd,
-                               **_fast_kwargs(params, True))
-    if opt.name == "adam" and wd == 0:
-        return torch.optim.Adam(params, lr=lr, betas=betas, eps=eps, **_fast_kwargs(params, True))
-    if opt.name in ("adam", "adamw"):
-        return torch.optim.AdamW(params, lr=lr, betas=betas, eps=eps, weight_decay=wd, **_fast_kwargs(params, True))
-    if opt.name == "adamax":
-        return torch.optim.Adamax(params, lr=lr, betas=betas, eps=eps, weight_decay=wd, foreach=True)
-    if opt.name == "nadam":
-        return torch.optim.NAdam(params, lr=lr, betas=betas, eps=eps, weight_decay=wd, momentum_decay=1.0,
-                                 decoupled_weight_decay=True, foreach=True)
-    if opt.name == "rmsprop":
-        return torch.optim.RMSprop(params, lr=lr, alpha=opt.rho, eps=eps, momentum=opt.momentum,
-                                   weight_decay=wd, foreach=True)
-    if opt.name == "adagrad":
-        return torch.optim.Adagrad(params, lr=lr, initial_accumulator_value=opt.initial_accumulator_value,
-                                   eps=eps, weight_decay=wd, **_fast_kwargs(params, True))
-    if opt.name == "adadelta":
-        return torch.optim.Adadelta(params, lr=lr, rho=opt.rho, eps=eps, weight_decay=wd, foreach=True)
-    if opt.name == "lion":  # torch.optim has no Lion: the Keras rule is the only one there is
+    """torch.optim's nearest class as the registry maps it; the Keras rule where torch.optim has none."""
+    mapping = optimizer_spec(opt.name).torch_optim
+    if mapping is None:
         return build_keras_optimizer(params, opt)
-    raise ConfigError(f"unknown optimizer {opt.name!r}")
+    params = list(params)
+    fused = mapping.fused and params and all(p.device.type in ("cpu", "cuda", "mps") for p in params)
+    speed = {"fused": True} if fused else {"foreach": True}
+    return getattr(torch.optim, mapping.class_name(opt))(params, **mapping.kwargs(opt), **speed)
 
 
 def build_optimizer(params: Iterable, opt_config: OptimizerConfig) -> torch.optim.Optimizer:

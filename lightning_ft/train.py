@@ -8,8 +8,8 @@ Trainer settings come from `RuntimeConfig` only. Notes on the choices:
 - determinism: `seed_everything(config.seed)` + `Trainer(deterministic=...)`; on CUDA also
   CUBLAS_WORKSPACE_CONFIG=:4096:8 and TF32 off, so GPU matmuls are full float32 like the Keras reference.
 - DDP: `strategy="ddp"` is run as `ddp_spawn` unless the processes were started by an external launcher
-  (torchrun/SLURM set LOCAL_RANK; then every rank calls `train` and only global rank 0 writes the record;
-  checked by hand with `torchrun --nproc_per_node 2` on CPU). Lightning's plain "ddp" re-executes `sys.argv` for the other ranks,
+  (torchrun/SLURM set LOCAL_RANK; then every rank calls `train` and only global rank 0 writes the record).
+  Lightning's plain "ddp" re-executes `sys.argv` for the other ranks,
   which from pytest or a notebook re-runs the whole test session; spawn works from anywhere. Under spawn,
   the workers get pickled copies: the caller's `on_epoch` callback is replayed in the calling process
   after training (it cannot run live), the history comes back through `lightning_history.json` written by

@@ -13,6 +13,7 @@ import pytest
 from keras_ref import _backend  # noqa: F401  (pins the backend before keras is imported)
 from keras_ref._backend import keras
 from ftmed_core.config import OPTIMIZER_DEFAULTS, OPTIMIZERS, ExperimentConfig, OptimizerConfig
+from ftmed_core.optimizers import REGISTRY
 from ftmed_core.errors import ConfigError
 from ftmed_core.protocol import initial_weights
 from keras_ref.model import build_mlp, get_weights, logits_model, predict_logits, set_weights
@@ -96,7 +97,7 @@ CORE_DEFAULT_DIFFERENCES: set = set()
 @pytest.mark.parametrize("name", OPTIMIZERS)
 def test_explicit_hyperparameters_equal_kerass_defaults(name):
     ours = build_optimizer(OPTIMIZER_DEFAULTS[name]).get_config()
-    keras_default = keras.optimizers.get(name).get_config()
+    keras_default = getattr(keras.optimizers, REGISTRY[name].keras_class)().get_config()
     for key, value in keras_default.items():
         if key == "name" or (name, key) in CORE_DEFAULT_DIFFERENCES:
             continue

@@ -1,0 +1,67 @@
+"""The layers of the parity suite, in order, and the checks each one declares at full scope.
+
+`run_layers(layers, sides)` runs them (default sides: keras_ref vs lightning_ft); `tolerance_table()` is
+generated from the declared checks, so the table in parity.md cannot drift from what is asserted.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Iterable
+
+from ftmed_parity.checks import Check, Result, run_checks
+
+LAYERS = {
+    1: "architecture",
+    2: "weights",
+    3: "forward",
+    4: "loss",
+    5: "gradients",
+    6: "optimizers (open loop)",
+    7: "training (closed loop)",
+    8: "outcomes (statistical)",
+}
+DEFAULT_LAYERS = (1, 2, 3, 4, 5, 6, 7)
+
+
+def layer_checks(layer: int) -> list[Check]:
+    """The checks of `layer` over their full default scope (every variant, activation, optimizer, ...)."""
+    from ftmed_parity import closed_loop, loss, optimizers, statistical, structure
+
+    builders: dict[int, Callable[[], list[Check]]] = {
+        1: structure.architecture_checks,
+        2: structure.weights_checks,
+        3: structure.forward_checks,
+        4: loss.loss_checks,
+        5: loss.gradient_checks,
+        6: optimizers.optimizer_checks,
+        7: closed_loop.closed_loop_checks,
+        8: statistical.statistical_checks,
+    }
+    if layer not in builders:
+        raise ValueError(f"unknown parity layer {layer}; choose from {min(LAYERS)}-{max(LAYERS)}")
+    return builders[layer]()
+
+
+def run_layers(layers: Iterable[int] = DEFAULT_LAYERS, sides=None, workdir=None,
+               on_layer: Callable[[int, list[Result], float], None] | None = None,
+               checks_for: Callable[[int], list[Check]] = layer_checks) -> tuple[list[Result], dict[int, float]]:
+    """Run `layers` in order; returns every result and the seconds each layer took.
+
+    `checks_for` picks a layer's checks (default: `layer_checks`); a test passes its own to plant a result.
+    """
+    results: list[Result] = []
+    seconds: dict[int, float] = {}
+    for layer in layers:
+        started = time.perf_counter()
+        rows = run_checks(checks_for(layer), sides, workdir)
+        seconds[layer] = time.perf_counter() - started
+        results.extend(rows)
+        if on_layer is not None:
+            on_layer(layer, rows, seconds[layer])
+    return results, seconds
+
+
+def tolerance_table(layers: Iterable[int] = tuple(LAYERS)) -> list[tuple[str, int, str, str, str]]:
+    """(id, layer, check, tolerance, reason) for every declared check, in suite order."""
+    return [(c.id, c.layer, c.name, c.tolerance.describe(), c.reason) for layer in layers for c in layer_checks(layer)]
