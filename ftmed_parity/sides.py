@@ -205,12 +205,14 @@ def keras_train_one_epoch(config: ExperimentConfig, data, weights) -> tuple[list
     net = keras_model.build_mlp(config, data.input_dim, data.n_classes, weights)
     keras_losses.compile_model(net, config)
     n = len(data.y_train)
-    orders = keras_train.epoch_orders(replace(config, epochs=1), n)
-    y_onehot = core_one_hot(data.y_train, data.n_classes)
-    if hasattr(keras_train, "CoreBatches"):  # the pipeline `fit` trains on; a pass is epoch 0 until told otherwise
-        batches = keras_train.CoreBatches(data.x_train, y_onehot, orders, config.batch_size).dataset
+    # The pipeline `fit` trains on (`CoreBatches`); a pass is epoch 0 until told otherwise.
+    if hasattr(data, "train"):  # data held as split objects: CoreBatches draws the core's order itself
+        batches = keras_train.CoreBatches(data.train, data.n_classes, config.batch_size, config.seed,
+                                          config.shuffle).dataset
     else:
-        batches = keras_train.batch_dataset(data.x_train, y_onehot, orders, config.batch_size)
+        orders = keras_train.epoch_orders(replace(config, epochs=1), n)
+        y_onehot = core_one_hot(data.y_train, data.n_classes)
+        batches = keras_train.CoreBatches(data.x_train, y_onehot, orders, config.batch_size).dataset
     losses, weights_after = [], []
     for xb, yb in batches.take(-(-n // config.batch_size)):
         losses.append(float(net.train_on_batch(xb, yb, return_dict=True)["loss"]))
