@@ -42,8 +42,11 @@ def _train_both(ctx: Context, config: ExperimentConfig) -> dict:
             "weight_gaps": [max_diff(a, b) for a, b in zip(keras_weights, torch_weights)]}
 
 
-def closed_loop_checks(config: ExperimentConfig = BASELINE) -> list[Check]:
-    subject = "baseline" if config == BASELINE else config.describe_changes(replace(BASELINE, data_dir=config.data_dir))
+def closed_loop_checks(config: ExperimentConfig = BASELINE, subject: str | None = None) -> list[Check]:
+    """The four rows for `config` (default: the baseline); `subject` names them (default: what differs)."""
+    if subject is None:
+        reference = replace(BASELINE, data_dir=config.data_dir)
+        subject = "baseline" if config == BASELINE else config.describe_changes(reference)
 
     def run(ctx: Context) -> dict:
         return ctx.memo(("closed loop", config), lambda: _train_both(ctx, config))

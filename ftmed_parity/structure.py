@@ -36,10 +36,9 @@ def _misplaced(shapes: list, expected: list) -> int:
     return sum(a != b for a, b in zip(shapes, expected)) + abs(len(shapes) - len(expected))
 
 
-def _architecture(ctx: Context, name: str) -> Measurement:
+def _architecture(ctx: Context, config) -> Measurement:
     from ftmed_core.protocol import layer_sizes, parameter_count
 
-    config = VARIANTS[name].config
     expected = parameter_count(config, INPUT_DIM, N_CLASSES)
     sizes = layer_sizes(config, INPUT_DIM, N_CLASSES)
     pairs = list(zip(sizes[:-1], sizes[1:]))
@@ -61,10 +60,13 @@ def _architecture(ctx: Context, name: str) -> Measurement:
     return Measurement(float(count_gap + wrong_shapes), note)
 
 
-def architecture_checks(variants: Iterable[str] | None = None) -> list[Check]:
+def architecture_checks(variants: Iterable | None = None) -> list[Check]:
+    """Every registry variant, or `variants`: registry names or `Variant` objects (e.g. from a variants file)."""
+    chosen = [VARIANTS[v] if isinstance(v, str) else v for v in (variants or VARIANTS)]
+    configs = {v.name: v.config for v in chosen}
     return [Check("arch", 1, "params & shapes", EXACT,
                   "parameter-count gap plus variables in a wrong shape; integers, so exact",
-                  _architecture, tuple(variants or VARIANTS))]
+                  lambda ctx, name: _architecture(ctx, configs[name]), tuple(configs))]
 
 
 # ------------------------------------------------------------------------------------------ 2 weights

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from dataclasses import replace
+from dataclasses import fields, replace
 
 import numpy as np
 import pytest
@@ -255,12 +255,25 @@ def test_layer_7_closed_loop_first_steps_agree(sides, tmp_path):
     assert [r.passed for r in rows] == [True, True, None, None], describe(rows)
 
 
-def test_layer_7_detects_a_batch_order_off_by_one(sides, tmp_path):
-    def rows_shifted_by_one(config, data, weights):
-        shifted = replace(data, x_train=np.roll(data.x_train, 1, axis=0), y_train=np.roll(data.y_train, 1))
-        return sides.port.train_one_epoch(config, shifted, weights)
+def _train_rows(data, rows: np.ndarray):
+    """`data` whose training split is the rows `rows` of the original (arrays or a split object)."""
+    if "x_train" in {f.name for f in fields(data)}:
+        return replace(data, x_train=data.x_train[rows], y_train=data.y_train[rows])
+    split = data.train  # a split object (images, labels)
+    return replace(data, train=type(split)(split.to_float32()[rows], split.labels[rows]))
 
-    rows = run_checks(closed_loop_checks(), sides.with_port(train_one_epoch=rows_shifted_by_one), workdir=tmp_path)
+
+def test_layer_7_detects_a_batch_order_off_by_one(sides, tmp_path):
+    """The port's epoch order rolled by one position: each batch shares all but one row with the core's."""
+    from ftmed_core.protocol import epoch_permutation
+
+    def order_off_by_one(config, data, weights):
+        order = epoch_permutation(config.seed, 0, len(data.y_train))
+        rows = np.empty_like(order)
+        rows[order] = np.roll(order, 1)  # the row the port reads at order[i] is the core's order[i - 1]
+        return sides.port.train_one_epoch(config, _train_rows(data, rows), weights)
+
+    rows = run_checks(closed_loop_checks(), sides.with_port(train_one_epoch=order_off_by_one), workdir=tmp_path)
     assert_fails(rows, "step 1 loss")
 
 
