@@ -1,6 +1,6 @@
 """Data for Lightning: the core's arrays as tensors (made once), batched in the core's order.
 
-Training batches follow `ftmed_core.protocol`: one permutation per epoch from (seed, epoch), consecutive
+Training batches follow `ftmed_core.protocol`: each epoch's permutation under the shuffle policy, consecutive
 slices of `batch_size`, last partial batch kept. A batch is gathered with one `index_select` on the
 training tensor: no per-sample Python work, no DataLoader workers, no collation. Lightning accepts any
 iterable with a length as a dataloader, so the loaders here are small iterables yielding ready batches.
