@@ -1,6 +1,6 @@
 """Data for Lightning: the core's splits, batched in the core's order, converted to float32 a batch at a time.
 
-Training batches follow `ftmed_core.protocol`: one permutation per epoch from (seed, epoch), consecutive
+Training batches follow `ftmed_core.protocol`: each epoch's permutation under the shuffle policy, consecutive
 slices of `batch_size`, last partial batch kept. Lightning accepts any iterable with a length as a
 dataloader, so the loaders here are small iterables yielding ready batches: no DataLoader workers, no
 per-sample Python work, no collation.
