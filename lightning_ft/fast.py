@@ -115,17 +115,13 @@ class Block:
     Deliberately not a dataclass or tuple, so Lightning's batch transfer passes it through untouched.
     """
 
-    __slots__ = ("x", "y", "perm", "first_row", "n_steps", "batch_size", "step_in_epoch", "epoch_steps")
+    __slots__ = ("x", "y", "perm", "first_row", "n_steps", "batch_size", "step_in_epoch", "epoch_steps", "full")
 
-    def __init__(self, x, y, perm, first_row, n_steps, batch_size, step_in_epoch, epoch_steps):
+    def __init__(self, x, y, perm, first_row, n_steps, batch_size, step_in_epoch, epoch_steps, full):
         self.x, self.y, self.perm = x, y, perm
         self.first_row, self.n_steps, self.batch_size = first_row, n_steps, batch_size
         self.step_in_epoch, self.epoch_steps = step_in_epoch, epoch_steps
-
-    @property
-    def full(self) -> bool:
-        """All steps have the same shape (a graph of `n_steps` steps can replay this block)."""
-        return self.batch_size > 0 and self.first_row + self.n_steps * self.batch_size <= len(self.perm)
+        self.full = full  # False for the last partial batch: it never runs from a graph
 
 
 def epoch_blocks(n_rows: int, batch_size: int, steps: int) -> list[tuple[int, int, int]]:
@@ -159,7 +155,7 @@ class BlockBatches:
         total = steps_per_epoch(n, self.batch_size)
         step = 0
         for first_row, n_steps, rows in self.blocks:
-            yield Block(self.x, self.y, perm, first_row, n_steps, rows, step, total)
+            yield Block(self.x, self.y, perm, first_row, n_steps, rows, step, total, rows == self.batch_size)
             step += n_steps
 
 
