@@ -46,3 +46,13 @@ StrategyOpt = Annotated[str, typer.Option("--strategy", help="Lightning strategy
 PrecisionOpt = Annotated[Precision, typer.Option("--precision", help="32 (parity), or mixed precision on GPU.")]
 ThreadsOpt = Annotated[int, typer.Option("--threads", help="Intra-op threads per run; 0 = ftmed decides.")]
 MarginOpt = Annotated[float, typer.Option("--margin", help="Equivalence margin in accuracy percentage points.")]
+StepsPerExecutionOpt = Annotated[
+    int,
+    typer.Option("--steps-per-execution", help="Lightning: optimizer steps per training_step (0 = ftmed decides: "
+                 "32 on CUDA, 1 on CPU; 1 = the plain path)."),
+]
+CudaGraphsOpt = Annotated[
+    Optional[bool],
+    typer.Option("--cuda-graphs/--no-cuda-graphs", help="Lightning: replay each block of steps from a CUDA graph "
+                 "(default: wherever it works)."),
+]
