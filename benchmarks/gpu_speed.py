@@ -123,7 +123,7 @@ def graph_loop(config, data, device, epochs: int) -> list[float]:
             opt.zero_grad(set_to_none=True)
             graph = torch.cuda.CUDAGraph()
             saved = pos.clone()
-            with torch.cuda.graph(graph):
+            with torch.cuda.graph(graph, stream=stream):  # capture on the warm-up stream
                 step(bs, offsets)
             pos.copy_(saved)
         for _ in range(full - done):

@@ -250,7 +250,8 @@ class BlockRunner:
             for group in optimizer.param_groups:
                 if "capturable" in group:  # torch.optim Adam/AdamW (fused): state steps are on the device
                     group["capturable"] = True
-        self._graphs: dict[int, torch.cuda.CUDAGraph] = {}
+        self._graphs: dict[tuple[int, int], torch.cuda.CUDAGraph] = {}
+        self._stream = None  # the warm-up and capture stream
         self._warmed_up = False
 
     # -- the block -------------------------------------------------------------------------------------
@@ -316,13 +317,14 @@ class BlockRunner:
         self._set_host_steps(before, block.n_steps)
 
     def _warm_up(self, block: Block) -> None:
-        """The first block runs eagerly on a side stream (torch's rule before capturing): lazy state (the
+        """The first block runs eagerly on the side stream that later captures (torch's recipe; the same
+        stream, so that per-stream library handles and workspaces exist before capture): lazy state (the
         optimizer's moments, cached constants) exists afterwards, and these are real training steps."""
-        stream = torch.cuda.Stream(self.device)
-        stream.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(stream):
+        self._stream = torch.cuda.Stream(self.device)
+        self._stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(self._stream):
             self.steps(block.x, block.y, block.n_steps, block.batch_size)
-        torch.cuda.current_stream(self.device).wait_stream(stream)
+        torch.cuda.current_stream(self.device).wait_stream(self._stream)
         self._warmed_up = True
 
     def _graph(self, block: Block) -> "torch.cuda.CUDAGraph":
@@ -336,7 +338,7 @@ class BlockRunner:
             host = self._host_steps()
             saved_pos = self.pos.clone()
             saved_index = self.alphas.index.clone() if self.alphas is not None else None
-            with torch.cuda.graph(graph):
+            with torch.cuda.graph(graph, stream=self._stream):
                 self.steps(block.x, block.y, block.n_steps, block.batch_size)
             # Capturing records the work without running it; restore what the host changed meanwhile.
             self._set_host_steps(host, 0)

@@ -275,3 +275,12 @@ def test_cuda_graph_run_is_bitwise_repeatable(synth_dir, data, tmp_path):
     config = ExperimentConfig(data_dir=str(synth_dir), epochs=2)
     rt = RuntimeConfig(accelerator="gpu", threads=1, progress=False, steps_per_execution=5, cuda_graphs=True)
     assert_same_run(run(config, data, rt, tmp_path / "a"), run(config, data, rt, tmp_path / "b"))
+
+
+def test_compare_runs_several_jobs_by_default_only_on_one_gpu(monkeypatch):
+    from cli.compare import GPU_JOBS, default_jobs
+
+    assert default_jobs("cpu", 1) == 1
+    assert default_jobs("gpu", 1) == GPU_JOBS > 1
+    assert default_jobs("gpu", 2) == 1  # a multi-GPU run takes the devices itself
+    assert default_jobs("auto", 1) == (GPU_JOBS if CUDA else 1)
