@@ -32,6 +32,7 @@ not worth the risk at this size).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -102,8 +103,12 @@ def describe(plan: FastPlan, runner: "BlockRunner | None") -> str:
     """What ran, for the run record: 'plain', 'blocks of 32 steps', 'blocks of 32 steps, CUDA graphs'."""
     if not plan.enabled:
         return "plain (1 step per training_step)"
-    graphs = runner is not None and runner.graphs
-    return f"blocks of {plan.steps} steps" + (", CUDA graphs" if graphs else "")
+    text = f"blocks of {plan.steps} steps"
+    if runner is not None and runner.graphs:
+        return text + ", CUDA graphs"
+    if runner is not None and runner.capture_error:
+        return text + f" (CUDA graph capture failed, ran eagerly: {runner.capture_error})"
+    return text
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -246,6 +251,8 @@ class BlockRunner:
             raise ConfigError(f"CUDA graphs were required but {type(optimizer).__name__} on {device.type} "
                               "cannot be captured; use --no-cuda-graphs")
         self.graphs = bool(can_graph if graphs is None else graphs)
+        self.required = bool(graphs)
+        self.capture_error: str | None = None
         if self.graphs:
             for group in optimizer.param_groups:
                 if "capturable" in group:  # torch.optim Adam/AdamW (fused): state steps are on the device
@@ -308,8 +315,9 @@ class BlockRunner:
         if self.alphas is not None:
             self.alphas.index.fill_(block.step_in_epoch)
         before = self._host_steps()
-        if self.graphs and block.full and self._warmed_up:
-            self._graph(block).replay()
+        graph = self._graph(block) if self.graphs and block.full and self._warmed_up else None
+        if graph is not None:
+            graph.replay()
         elif self.graphs and not self._warmed_up:
             self._warm_up(block)
         else:
@@ -327,25 +335,35 @@ class BlockRunner:
         torch.cuda.current_stream(self.device).wait_stream(self._stream)
         self._warmed_up = True
 
-    def _graph(self, block: Block) -> "torch.cuda.CUDAGraph":
+    def _graph(self, block: Block) -> "torch.cuda.CUDAGraph | None":
+        """The graph for blocks shaped like `block`, captured on first use. If capture fails and graphs
+        were not required, warn, record why (`capture_error`) and return None: blocks then run eagerly."""
         key = (block.n_steps, block.batch_size)
         graph = self._graphs.get(key)
-        if graph is None:
-            torch.cuda.synchronize(self.device)
-            for p in self.params:
-                p.grad = None  # the graph allocates its gradients from its own pool
-            graph = torch.cuda.CUDAGraph()
-            host = self._host_steps()
-            saved_pos = self.pos.clone()
-            saved_index = self.alphas.index.clone() if self.alphas is not None else None
+        if graph is not None:
+            return graph
+        torch.cuda.synchronize(self.device)
+        for p in self.params:
+            p.grad = None  # the graph allocates its gradients from its own pool
+        graph = torch.cuda.CUDAGraph()
+        host = self._host_steps()
+        try:
             with torch.cuda.graph(graph, stream=self._stream):
                 self.steps(block.x, block.y, block.n_steps, block.batch_size)
-            # Capturing records the work without running it; restore what the host changed meanwhile.
+        except Exception as exc:
+            if self.required:
+                raise
+            self.capture_error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            warnings.warn(f"CUDA graph capture failed ({self.capture_error}); running eager blocks instead")
+            self.graphs = False
+            for p in self.params:
+                p.grad = None
+            return None
+        finally:
+            # Capturing records the work without running it (weights, moments, `pos` are untouched), but
+            # the host-side step count advanced: put it back.
             self._set_host_steps(host, 0)
-            self.pos.copy_(saved_pos)
-            if saved_index is not None:
-                self.alphas.index.copy_(saved_index)
-            self._graphs[key] = graph
+        self._graphs[key] = graph
         return graph
 
 
