@@ -93,6 +93,27 @@ def test_uint8_rows_convert_exactly_as_the_core_does():
     assert as_features(floats) is floats
 
 
+def test_a_uint8_split_trains_exactly_like_the_preprocessed_float_split(synth_dir, data):
+    """The block's input is "the split + the epoch's permutation": a uint8 image split, converted per
+    batch, gives the weights the core's float32 split gives, bit for bit."""
+    from ftmed_core.data import load_npz
+
+    raw = load_npz(Path(synth_dir) / "pathmnist.npz", "pathmnist", 28)
+    images = torch.from_numpy(raw.images["train"][: len(data.y_train)])  # holdout: the first rows train
+    config = ExperimentConfig(data_dir=str(synth_dir))
+    y = torch.from_numpy(data.y_train)
+    weights = []
+    for x in (torch.from_numpy(data.x_train), images):
+        model = build_mlp(config, data.input_dim, data.n_classes)
+        runner = BlockRunner(model, build_optimizer(model.parameters(), config.optimizer), config,
+                             torch.device("cpu"), graphs=False)
+        for block in BlockBatches(x, y, config.batch_size, 0, True, lambda: 0, 6):
+            runner.run(block)
+        weights.append([p.detach().clone() for p in model.parameters()])
+    assert images.dtype == torch.uint8 and images.dim() == 4
+    assert all(torch.equal(a, b) for a, b in zip(*weights))
+
+
 # -- the same numbers as the plain path -----------------------------------------------------------------
 
 @pytest.mark.parametrize("variant, optimizer", [
