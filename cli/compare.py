@@ -29,8 +29,9 @@ def default_jobs(accelerator: str, devices: int) -> int:
     if devices != 1 or accelerator not in ("gpu", "auto"):
         return 1
     if accelerator == "auto":
-        # Probe CUDA only where an NVIDIA driver is present, so a CPU-only host never imports torch here.
-        if not os.path.exists("/dev/nvidiactl"):
+        # Probe CUDA only where torch is loaded already or an NVIDIA driver is present, so that a CPU-only
+        # host never imports torch here.
+        if "torch" not in sys.modules and not any(os.path.exists(p) for p in ("/dev/nvidiactl", "/dev/dxg")):
             return 1
         import torch
 

@@ -16,8 +16,17 @@
 #   5. benchmark: benchmarks/gpu_speed.py (ftmed fast/plain vs eager and CUDA-graph loops, both models)
 #   6. a small `compare --frameworks lightning --accelerator gpu`
 #   7. the Lightning half of the study timed: 5 variants x 3 seeds x 20 epochs (target <= 3 min)
+#
+# A dry run of the plumbing on a CPU machine (small, not a measurement):
+#   FTMED_CHECK_ACCELERATOR=cpu FTMED_CHECK_SCALE=0.02 FTMED_CHECK_EPOCHS=1 FTMED_CHECK_SEEDS=0 \
+#   FTMED_CHECK_BENCH_MODELS=baseline bash scripts/gpu_check.sh
 set -u
 cd "$(dirname "$0")/.."
+ACCEL=${FTMED_CHECK_ACCELERATOR:-gpu}
+SCALE=${FTMED_CHECK_SCALE:-1.0}
+STUDY_EPOCHS=${FTMED_CHECK_EPOCHS:-20}
+STUDY_SEEDS=${FTMED_CHECK_SEEDS:-0,1,2}
+BENCH_MODELS=${FTMED_CHECK_BENCH_MODELS:-baseline,wider-deeper}
 ROOT=$PWD
 OUT=${OUT:-$ROOT/gpu_check_out}
 mkdir -p "$OUT"
@@ -27,13 +36,14 @@ PY=${PYTHON:-python3}
 export PYTHONPATH=$ROOT:$ROOT/.gpu_deps${PYTHONPATH:+:$PYTHONPATH}
 export FTMED_DATA_DIR=$DATA
 STATUS=0
+export ROOT OUT DATA PY ACCEL SCALE STUDY_EPOCHS STUDY_SEEDS BENCH_MODELS
 exec > >(tee -a "$LOG") 2>&1
 
-stage() {  # stage NAME SECONDS COMMAND...
+stage() {  # stage NAME SECONDS COMMAND... (a command or one of the functions below, exported)
   local name=$1 limit=$2; shift 2
   echo; echo "=== $name (limit ${limit}s) ==="
   local started=$(date +%s%N)
-  timeout "$limit" "$@"
+  timeout "$limit" bash -c '"$@"' stage "$@"
   local rc=$?
   local took_ms=$(( ($(date +%s%N) - started) / 1000000 ))
   local took="$((took_ms / 1000)).$(printf '%03d' $((took_ms % 1000)))"
@@ -86,34 +96,37 @@ for name in ("tensorflow", "matplotlib", "pytest", "medmnist", "typer"):
     print(f"  {name}: {'present' if importlib.util.find_spec(name) else 'absent'}")
 if importlib.util.find_spec("matplotlib") is None:
     print("  note: without matplotlib, compare trains and records every run but fails when it draws the plots")
-assert torch.cuda.is_available(), "no CUDA device"
 EOF
+  if [ "$ACCEL" = gpu ]; then "$PY" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'" || return 1; fi
 }
+export -f install_missing environment
 stage "1 environment" 120 environment
 
 # -- 2. data ------------------------------------------------------------------------------------------------
 make_data() {
-  [ -f "$DATA/full/pathmnist.npz" ] || "$PY" -m cli.main data synth --out "$DATA/full" --scale 1.0 || return 1
+  [ -f "$DATA/full/pathmnist.npz" ] || "$PY" -m cli.main data synth --out "$DATA/full" --scale "$SCALE" || return 1
   [ -f "$DATA/small/pathmnist.npz" ] || "$PY" -m cli.main data synth --out "$DATA/small" --scale 0.05 || return 1
 }
+export -f make_data
 stage "2 data" 120 make_data
 
 # -- 3. device checks ---------------------------------------------------------------------------------------
 device_checks() {
   "$PY" scripts/gpu_checks.py --data-dir "$DATA/small" --out "$OUT/device_checks.json" || return 1
   if "$PY" -c "import pytest" 2>/dev/null; then
-    "$PY" -m pytest -q -x tests/test_lightning_fast.py -p no:cacheprovider || return 1
+    "$PY" -m pytest -q -x tests/test_lightning_fast.py -k cuda -p no:cacheprovider || return 1  # CUDA tests
   else
     echo "pytest absent: tests/test_lightning_fast.py skipped (scripts/gpu_checks.py covered the CUDA cases)"
   fi
 }
+export -f device_checks
 stage "3 device checks" 150 device_checks
 
 # -- 4. determinism through the CLI -------------------------------------------------------------------------
 determinism() {
   local runs=$OUT/determinism
   for i in 1 2; do
-    "$PY" -m cli.main train -f lightning --accelerator gpu --data-dir "$DATA/full" --epochs 2 \
+    "$PY" -m cli.main train -f lightning --accelerator "$ACCEL" --data-dir "$DATA/full" --epochs 2 \
       --runs-dir "$runs/$i" --force || return 1
   done
   "$PY" - "$runs" <<'EOF'
@@ -124,19 +137,21 @@ print(f"same seed twice through the CLI: test logits bitwise equal: {np.array_eq
 sys.exit(0 if np.array_equal(a, b) else 1)
 EOF
 }
+export -f determinism
 stage "4 determinism" 90 determinism
 
 # -- 5. benchmark -------------------------------------------------------------------------------------------
-stage "5 benchmark" 150 "$PY" benchmarks/gpu_speed.py --data-dir "$DATA/full" --epochs 3 --out "$OUT/gpu_speed.json"
+stage "5 benchmark" 150 "$PY" benchmarks/gpu_speed.py --data-dir "$DATA/full" --epochs 3 --models "$BENCH_MODELS" \
+  --out "$OUT/gpu_speed.json"
 
 # -- 6. small compare ---------------------------------------------------------------------------------------
-stage "6 small compare" 60 "$PY" -m cli.main compare --frameworks lightning --accelerator gpu \
+stage "6 small compare" 60 "$PY" -m cli.main compare --frameworks lightning --accelerator "$ACCEL" \
   --variants baseline,sgd-momentum --seeds 0 --epochs 2 --data-dir "$DATA/small" --runs-dir "$OUT/compare_small"
 
 # -- 7. the Lightning half of the study ---------------------------------------------------------------------
 stage "7 study (lightning half: 5 variants x 3 seeds x 20 epochs; target <= 180 s)" 240 \
-  "$PY" -m cli.main compare --frameworks lightning --accelerator gpu --variants study --seeds 0,1,2 \
-  --epochs 20 --data-dir "$DATA/full" --runs-dir "$OUT/study"
+  "$PY" -m cli.main compare --frameworks lightning --accelerator "$ACCEL" --variants study --seeds "$STUDY_SEEDS" \
+  --epochs "$STUDY_EPOCHS" --data-dir "$DATA/full" --runs-dir "$OUT/study"
 "$PY" - "$OUT/study" <<'EOF' || true
 import glob, json, statistics, sys
 records = [json.load(open(p)) for p in glob.glob(f"{sys.argv[1]}/*/record.json")]
