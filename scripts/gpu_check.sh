@@ -7,15 +7,17 @@
 # dependencies are installed from wheels in gpu_wheels/ (made on a machine with a registry, see README)
 # into .gpu_deps/ with `pip install --no-deps --target`, which goes on PYTHONPATH; nothing else is touched.
 #
-# Stages (each under its own time limit; a failed stage is reported and the next one still runs):
+# Stages, most important first (each under its own time limit, ~6 minutes in all when nothing hangs; a
+# failed stage is reported and the next one still runs):
 #   1. environment: card, driver, torch, lightning; install what is missing
 #   2. data: a PathMNIST-sized synthetic file (89,996 train rows) and a 5%-scale one
 #   3. device checks (scripts/gpu_checks.py): fast vs plain path after 2 epochs (max |d|), eager vs graph
-#      blocks (bitwise), the same seed twice (bitwise); tests/test_lightning_fast.py if pytest is present
-#   4. determinism through the CLI: `train -f lightning --accelerator gpu` twice, test logits bitwise equal
-#   5. benchmark: benchmarks/gpu_speed.py (ftmed fast/plain vs eager and CUDA-graph loops, both models)
-#   6. a small `compare --frameworks lightning --accelerator gpu`
-#   7. the Lightning half of the study timed: 5 variants x 3 seeds x 20 epochs (target <= 3 min)
+#      blocks (bitwise), the same seed twice (bitwise); the CUDA tests of tests/test_lightning_fast.py if
+#      pytest is present
+#   4. benchmark: benchmarks/gpu_speed.py (ftmed fast/plain vs eager and CUDA-graph loops, both models)
+#   5. the Lightning half of the study timed: 5 variants x 3 seeds x 20 epochs (target <= 3 min)
+#   6. determinism through the CLI: `train -f lightning --accelerator gpu` twice, test logits bitwise equal
+#   7. a small `compare --frameworks lightning --accelerator gpu`
 #
 # A dry run of the plumbing on a CPU machine (small, not a measurement):
 #   FTMED_CHECK_ACCELERATOR=cpu FTMED_CHECK_SCALE=0.02 FTMED_CHECK_EPOCHS=1 FTMED_CHECK_SEEDS=0 \
@@ -100,7 +102,7 @@ EOF
   if [ "$ACCEL" = gpu ]; then "$PY" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'" || return 1; fi
 }
 export -f install_missing environment
-stage "1 environment" 120 environment
+stage "1 environment" 60 environment
 
 # -- 2. data ------------------------------------------------------------------------------------------------
 make_data() {
@@ -108,7 +110,7 @@ make_data() {
   [ -f "$DATA/small/pathmnist.npz" ] || "$PY" -m cli.main data synth --out "$DATA/small" --scale 0.05 || return 1
 }
 export -f make_data
-stage "2 data" 120 make_data
+stage "2 data" 90 make_data
 
 # -- 3. device checks ---------------------------------------------------------------------------------------
 device_checks() {
@@ -120,9 +122,28 @@ device_checks() {
   fi
 }
 export -f device_checks
-stage "3 device checks" 150 device_checks
+stage "3 device checks" 120 device_checks
 
-# -- 4. determinism through the CLI -------------------------------------------------------------------------
+# -- 4. benchmark -------------------------------------------------------------------------------------------
+stage "4 benchmark" 120 "$PY" benchmarks/gpu_speed.py --data-dir "$DATA/full" --epochs 3 --models "$BENCH_MODELS" \
+  --out "$OUT/gpu_speed.json"
+
+# -- 5. the Lightning half of the study ---------------------------------------------------------------------
+stage "5 study (lightning half: 5 variants x 3 seeds x 20 epochs; target <= 180 s)" 210 \
+  "$PY" -m cli.main compare --frameworks lightning --accelerator "$ACCEL" --variants study --seeds "$STUDY_SEEDS" \
+  --epochs "$STUDY_EPOCHS" --data-dir "$DATA/full" --runs-dir "$OUT/study"
+"$PY" - "$OUT/study" <<'EOF' || true
+import glob, json, statistics, sys
+records = [json.load(open(p)) for p in glob.glob(f"{sys.argv[1]}/*/record.json")]
+done = [r for r in records if r.get("status") == "finished"]
+if done:
+    per_epoch = [s for r in done for s in r["history"]["epoch_seconds"][1:]]
+    print(f"study: {len(done)}/{len(records)} runs finished; median epoch_seconds (epochs 2+) "
+          f"{statistics.median(per_epoch):.3f} s; median training_seconds {statistics.median(r['training_seconds'] for r in done):.1f} s; "
+          f"path: {sorted({r['environment'].get('training_path') for r in done})}")
+EOF
+
+# -- 6. determinism through the CLI -------------------------------------------------------------------------
 determinism() {
   local runs=$OUT/determinism
   for i in 1 2; do
@@ -138,30 +159,11 @@ sys.exit(0 if np.array_equal(a, b) else 1)
 EOF
 }
 export -f determinism
-stage "4 determinism" 90 determinism
+stage "6 determinism" 75 determinism
 
-# -- 5. benchmark -------------------------------------------------------------------------------------------
-stage "5 benchmark" 150 "$PY" benchmarks/gpu_speed.py --data-dir "$DATA/full" --epochs 3 --models "$BENCH_MODELS" \
-  --out "$OUT/gpu_speed.json"
-
-# -- 6. small compare ---------------------------------------------------------------------------------------
-stage "6 small compare" 60 "$PY" -m cli.main compare --frameworks lightning --accelerator "$ACCEL" \
+# -- 7. small compare ---------------------------------------------------------------------------------------
+stage "7 small compare" 60 "$PY" -m cli.main compare --frameworks lightning --accelerator "$ACCEL" \
   --variants baseline,sgd-momentum --seeds 0 --epochs 2 --data-dir "$DATA/small" --runs-dir "$OUT/compare_small"
-
-# -- 7. the Lightning half of the study ---------------------------------------------------------------------
-stage "7 study (lightning half: 5 variants x 3 seeds x 20 epochs; target <= 180 s)" 240 \
-  "$PY" -m cli.main compare --frameworks lightning --accelerator "$ACCEL" --variants study --seeds "$STUDY_SEEDS" \
-  --epochs "$STUDY_EPOCHS" --data-dir "$DATA/full" --runs-dir "$OUT/study"
-"$PY" - "$OUT/study" <<'EOF' || true
-import glob, json, statistics, sys
-records = [json.load(open(p)) for p in glob.glob(f"{sys.argv[1]}/*/record.json")]
-done = [r for r in records if r.get("status") == "finished"]
-if done:
-    per_epoch = [s for r in done for s in r["history"]["epoch_seconds"][1:]]
-    print(f"study: {len(done)}/{len(records)} runs finished; median epoch_seconds (epochs 2+) "
-          f"{statistics.median(per_epoch):.3f} s; median training_seconds {statistics.median(r['training_seconds'] for r in done):.1f} s; "
-          f"path: {sorted({r['environment'].get('training_path') for r in done})}")
-EOF
 
 echo; echo "=== summary ==="; column -t -s $'\t' "$OUT/stages.tsv" 2>/dev/null || cat "$OUT/stages.tsv"
 echo "overall: $([ $STATUS -eq 0 ] && echo PASS || echo 'FAIL (see above)'); log: $LOG"
