@@ -137,8 +137,9 @@ import glob, json, statistics, sys
 records = [json.load(open(p)) for p in glob.glob(f"{sys.argv[1]}/*/record.json")]
 done = [r for r in records if r.get("status") == "finished"]
 if done:
-    per_epoch = [s for r in done for s in r["history"]["epoch_seconds"][1:]]
-    print(f"study: {len(done)}/{len(records)} runs finished; median epoch_seconds (epochs 2+) "
+    per_epoch = [s for r in done for s in r["history"]["epoch_seconds"][1:]]  # epoch 1 includes capture
+    per_epoch = per_epoch or [s for r in done for s in r["history"]["epoch_seconds"]]
+    print(f"study: {len(done)}/{len(records)} runs finished; median epoch_seconds (epochs 2+ where run) "
           f"{statistics.median(per_epoch):.3f} s; median training_seconds {statistics.median(r['training_seconds'] for r in done):.1f} s; "
           f"path: {sorted({r['environment'].get('training_path') for r in done})}")
 EOF
