@@ -34,11 +34,12 @@ OUT=${OUT:-$ROOT/gpu_check_out}
 mkdir -p "$OUT"
 LOG=$OUT/gpu_check.log
 DATA=${FTMED_GPU_DATA:-/tmp/ftmed_gpu_check}
+RUNS=$DATA/runs  # run directories (checkpoints: large) stay here; $OUT gets the small outputs
 PY=${PYTHON:-python3}
 export PYTHONPATH=$ROOT:$ROOT/.gpu_deps${PYTHONPATH:+:$PYTHONPATH}
 export FTMED_DATA_DIR=$DATA
 STATUS=0
-export ROOT OUT DATA PY ACCEL SCALE STUDY_EPOCHS STUDY_SEEDS BENCH_MODELS
+export ROOT OUT DATA RUNS PY ACCEL SCALE STUDY_EPOCHS STUDY_SEEDS BENCH_MODELS
 exec > >(tee -a "$LOG") 2>&1
 
 stage() {  # stage NAME SECONDS COMMAND... (a command or one of the functions below, exported)
@@ -58,6 +59,7 @@ stage() {  # stage NAME SECONDS COMMAND... (a command or one of the functions be
 echo "ftmed GPU check, $(date -u +%FT%TZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || echo "nvidia-smi not available"
 : > "$OUT/stages.tsv"
+rm -rf "$RUNS"  # a rerun on the same machine must not reuse finished runs (the study is timed)
 
 # -- 1. environment -----------------------------------------------------------------------------------------
 install_missing() {
@@ -131,8 +133,8 @@ stage "4 benchmark" 120 "$PY" benchmarks/gpu_speed.py --data-dir "$DATA/full" --
 # -- 5. the Lightning half of the study ---------------------------------------------------------------------
 stage "5 study (lightning half: 5 variants x 3 seeds x 20 epochs; target <= 180 s)" 210 \
   "$PY" -m cli.main compare --frameworks lightning --accelerator "$ACCEL" --variants study --seeds "$STUDY_SEEDS" \
-  --epochs "$STUDY_EPOCHS" --data-dir "$DATA/full" --runs-dir "$OUT/study"
-"$PY" - "$OUT/study" <<'EOF' || true
+  --epochs "$STUDY_EPOCHS" --data-dir "$DATA/full" --runs-dir "$RUNS/study"
+"$PY" - "$RUNS/study" <<'EOF' || true
 import glob, json, statistics, sys
 records = [json.load(open(p)) for p in glob.glob(f"{sys.argv[1]}/*/record.json")]
 done = [r for r in records if r.get("status") == "finished"]
@@ -146,7 +148,7 @@ EOF
 
 # -- 6. determinism through the CLI -------------------------------------------------------------------------
 determinism() {
-  local runs=$OUT/determinism
+  local runs=$RUNS/determinism
   for i in 1 2; do
     "$PY" -m cli.main train -f lightning --accelerator "$ACCEL" --data-dir "$DATA/full" --epochs 2 \
       --runs-dir "$runs/$i" --force || return 1
@@ -164,7 +166,11 @@ stage "6 determinism" 75 determinism
 
 # -- 7. small compare ---------------------------------------------------------------------------------------
 stage "7 small compare" 60 "$PY" -m cli.main compare --frameworks lightning --accelerator "$ACCEL" \
-  --variants baseline,sgd-momentum --seeds 0 --epochs 2 --data-dir "$DATA/small" --runs-dir "$OUT/compare_small"
+  --variants baseline,sgd-momentum --seeds 0 --epochs 2 --data-dir "$DATA/small" --runs-dir "$RUNS/compare_small"
+
+# The small outputs of the runs (records, tables, logs) go back with $OUT; checkpoints stay in $RUNS.
+(cd "$RUNS" 2>/dev/null && find . \( -name record.json -o -name 'comparison.*' -o -name '*.log' \) -size -2M \
+  -exec cp --parents {} "$OUT/" \;) || true
 
 echo; echo "=== summary ==="; column -t -s $'\t' "$OUT/stages.tsv" 2>/dev/null || cat "$OUT/stages.tsv"
 echo "overall: $([ $STATUS -eq 0 ] && echo PASS || echo 'FAIL (see above)'); log: $LOG"
