@@ -83,8 +83,9 @@ def plan_fast_path(runtime: RuntimeConfig, cuda: bool, world_size: int) -> FastP
     if runtime.cuda_graphs and not cuda:
         raise ConfigError("CUDA graphs were required (cuda_graphs=True) but this run does not train on CUDA")
     plain_reason = None
-    if world_size > 1:
-        plain_reason = "several processes (DDP)"
+    if world_size > 1 or runtime.strategy not in ("auto", "single_device"):
+        # DDP's reducer expects one backward per wrapped forward, not K.
+        plain_reason = f"several processes / strategy {runtime.strategy!r}"
     elif runtime.precision == "16-mixed" and cuda:
         plain_reason = "16-mixed (needs a GradScaler)"
     if plain_reason is not None:

@@ -254,8 +254,9 @@ def test_plans_fall_back_to_the_plain_path_where_blocks_do_not_apply():
         RuntimeConfig(steps_per_execution=-1)
     with pytest.raises(ConfigError, match="required"):
         plan_fast_path(RuntimeConfig(cuda_graphs=True), cuda=False, world_size=1)
-    with pytest.raises(ConfigError, match="DDP"):
+    with pytest.raises(ConfigError, match="several processes"):
         plan_fast_path(RuntimeConfig(steps_per_execution=4, devices=2), cuda=False, world_size=2)
+    assert plan_fast_path(RuntimeConfig(accelerator="gpu", strategy="ddp"), cuda=True, world_size=1).steps == 1
 
 
 def test_which_optimizers_can_be_captured():
