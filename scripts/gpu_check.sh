@@ -104,7 +104,7 @@ EOF
   if [ "$ACCEL" = gpu ]; then "$PY" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'" || return 1; fi
 }
 export -f install_missing environment
-stage "1 environment" 60 environment
+stage "1 environment" 90 environment
 
 # -- 2. data ------------------------------------------------------------------------------------------------
 make_data() {
