@@ -15,9 +15,29 @@ from typing import Annotated, Optional
 import typer
 
 from cli.options import (
-    AcceleratorOpt, DataDirOpt, DatasetOpt, DevicesOpt, EpochsOpt, MarginOpt, PrecisionOpt, RunsDirOpt,
-    ShuffleOpt, SizeOpt, ThreadsOpt, value,
+    AcceleratorOpt, CudaGraphsOpt, DataDirOpt, DatasetOpt, DevicesOpt, EpochsOpt, MarginOpt, PrecisionOpt,
+    RunsDirOpt, ShuffleOpt, SizeOpt, StepsPerExecutionOpt, ThreadsOpt, value,
 )
+
+# Runs side by side on one GPU when --jobs is not given: the study's runs are launch-bound, so several
+# processes keep one GPU busy (benchmarks/gpu_speed.py and scripts/gpu_check.sh measure it); on CPU, 1.
+GPU_JOBS = 4
+
+
+def default_jobs(accelerator: str, devices: int) -> int:
+    """--jobs when not given: GPU_JOBS for one-GPU runs on a CUDA machine, else 1 (as before)."""
+    if devices != 1 or accelerator not in ("gpu", "auto"):
+        return 1
+    if accelerator == "auto":
+        # Probe CUDA only where torch is loaded already or an NVIDIA driver is present, so that a CPU-only
+        # host never imports torch here.
+        if "torch" not in sys.modules and not any(os.path.exists(p) for p in ("/dev/nvidiactl", "/dev/dxg")):
+            return 1
+        import torch
+
+        if not torch.cuda.is_available():
+            return 1
+    return GPU_JOBS
 
 
 @dataclass
@@ -68,11 +88,13 @@ def compare(
     size: SizeOpt = None,
     data_dir: DataDirOpt = None,
     runs_dir: RunsDirOpt = Path("runs"),
-    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Runs side by side, each with cores/jobs threads.")] = 1,
+    jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", help=f"Runs side by side, each with cores/jobs threads (default: 1; {GPU_JOBS} on one GPU).")] = None,
     threads: ThreadsOpt = 0,
     accelerator: AcceleratorOpt = "auto",
     devices: DevicesOpt = 1,
     precision: PrecisionOpt = "32",
+    steps_per_execution: StepsPerExecutionOpt = 0,
+    cuda_graphs: CudaGraphsOpt = None,
     margin: MarginOpt = 1.0,
     shuffle: ShuffleOpt = None,
     tensorboard: Annotated[bool, typer.Option("--tensorboard", help="Also log each run to TensorBoard.")] = False,
@@ -93,7 +115,13 @@ def compare(
     bad = [f for f in fws if f not in FRAMEWORKS]
     if bad or not fws:
         raise ConfigError(f"unknown framework(s) {bad or frameworks!r}; choose from: {', '.join(FRAMEWORKS)}")
+    if "keras" in fws:
+        from cli.train import require_framework
+
+        require_framework("keras")
     seed_list = parse_int_list(seeds, "seeds")
+    if jobs is None:
+        jobs = default_jobs(value(accelerator), devices)
     if jobs < 1:
         raise ConfigError(f"--jobs must be >= 1, got {jobs}")
     if any(s < 0 for s in seed_list):
@@ -115,7 +143,8 @@ def compare(
     cores = resolve_threads(RuntimeConfig())
     per_job = threads or max(1, cores // jobs)
     runtime = RuntimeConfig(accelerator=value(accelerator), devices=devices, precision=value(precision),
-                            threads=per_job, progress=False, tensorboard=tensorboard)
+                            threads=per_job, progress=False, tensorboard=tensorboard,
+                            steps_per_execution=steps_per_execution, cuda_graphs=cuda_graphs)
     planned = plan(chosen, fws, seed_list, epochs, dataset, size, data_dir, raw.md5, runtime.precision,
                    value(shuffle))
     runs_dir.mkdir(parents=True, exist_ok=True)

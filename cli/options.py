@@ -52,3 +52,13 @@ ShuffleOpt = Annotated[
                  "fixed (one permutation from the seed, reused every epoch, as a seeded Keras fit), none (file order)."),
 ]
 MarginOpt = Annotated[float, typer.Option("--margin", help="Equivalence margin in accuracy percentage points.")]
+StepsPerExecutionOpt = Annotated[
+    int,
+    typer.Option("--steps-per-execution", help="Lightning: optimizer steps per training_step (0 = ftmed decides: "
+                 "32 on CUDA, 1 on CPU; 1 = the plain path)."),
+]
+CudaGraphsOpt = Annotated[
+    Optional[bool],
+    typer.Option("--cuda-graphs/--no-cuda-graphs", help="Lightning: replay each block of steps from a CUDA graph "
+                 "(default: wherever it works)."),
+]

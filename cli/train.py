@@ -10,13 +10,31 @@ import typer
 from cli.build import apply_overrides
 from cli.options import (
     AcceleratorOpt, DataDirOpt, DatasetOpt, DevicesOpt, EpochsOpt, Framework, HiddenActivation, InitScheme,
-    LossMode, Optimizer, OutputActivation, PrecisionOpt, RunsDirOpt, Semantics, ShuffleOpt, SizeOpt, StrategyOpt,
-    ThreadsOpt, ValMode, value,
+    CudaGraphsOpt, LossMode, Optimizer, OutputActivation, PrecisionOpt, RunsDirOpt, Semantics, ShuffleOpt,
+    SizeOpt, StepsPerExecutionOpt, StrategyOpt, ThreadsOpt, ValMode, value,
 )
+
+
+def require_framework(framework: str) -> None:
+    """A clear error, before anything runs, when the framework's library is not installed."""
+    import importlib.util
+
+    from ftmed_core.errors import ConfigError
+
+    needed = {"lightning": "lightning", "keras": "tensorflow"}[framework]
+    try:
+        found = importlib.util.find_spec(needed) is not None
+    except (ImportError, ValueError):  # a broken or blocked installation counts as missing
+        found = False
+    if not found:
+        other = "lightning" if framework == "keras" else "keras"
+        raise ConfigError(f"{framework} runs need {needed}, which is not installed here; "
+                          f"install it or use --framework/--frameworks {other}")
 
 
 def framework_train(framework: str):
     """The framework's `train(config, ...)`, imported only when needed (never both in one process)."""
+    require_framework(framework)
     if framework == "lightning":
         from lightning_ft import train
     else:
@@ -56,6 +74,8 @@ def train(
     strategy: StrategyOpt = "auto",
     precision: PrecisionOpt = "32",
     threads: ThreadsOpt = 0,
+    steps_per_execution: StepsPerExecutionOpt = 0,
+    cuda_graphs: CudaGraphsOpt = None,
     tensorboard: Annotated[bool, typer.Option("--tensorboard", help="Also log to TensorBoard in the run directory.")] = False,
     runs_dir: RunsDirOpt = Path("runs"),
     force: Annotated[bool, typer.Option("--force", help="Retrain even if this exact run finished (the old one is kept aside).")] = False,
@@ -75,7 +95,8 @@ def train(
         initial_accumulator_value=initial_accumulator, semantics=value(optimizer_semantics),
     )
     runtime = RuntimeConfig(accelerator=value(accelerator), devices=devices, strategy=strategy,
-                            precision=value(precision), threads=threads, tensorboard=tensorboard)
+                            precision=value(precision), threads=threads, tensorboard=tensorboard,
+                            steps_per_execution=steps_per_execution, cuda_graphs=cuda_graphs)
     progress, update = progress_bar("downloading")
     with progress:
         path = ensure_data(config.dataset, config.size, config.data_dir, progress=update)

@@ -139,6 +139,12 @@ class RuntimeConfig:
     progress: bool | None = None  # None: a progress bar only when stderr is a terminal
     # Also log to TensorBoard (run_dir/tensorboard); needs the `tensorboard` package.
     tensorboard: bool = False
+    # Optimizer steps per Lightning training_step (Keras's `steps_per_execution`; lightning_ft/fast.py).
+    # 0 = ftmed decides (see lightning_ft.fast.resolve_steps); 1 = the plain path, one step per training_step.
+    steps_per_execution: int = 0
+    # Replay each block of steps from a CUDA graph. None = wherever it works (CUDA, 32-bit, one process,
+    # an optimizer whose step is capturable); True = required (a run that cannot fails); False = never.
+    cuda_graphs: bool | None = None
 
     def __post_init__(self) -> None:
         if self.accelerator not in ACCELERATORS:
@@ -151,6 +157,11 @@ class RuntimeConfig:
             raise ConfigError(f"devices and num_nodes must be >= 1, got {self.devices}, {self.num_nodes}")
         if self.threads < 0:
             raise ConfigError(f"threads must be >= 0 (0 = automatic), got {self.threads}")
+        if self.steps_per_execution < 0:
+            raise ConfigError(f"steps_per_execution must be >= 0 (0 = automatic), got {self.steps_per_execution}")
+        if self.cuda_graphs and (self.accelerator in ("cpu", "mps") or self.steps_per_execution == 1):
+            raise ConfigError("CUDA graphs need a CUDA accelerator and steps_per_execution 0 (automatic) or > 1, "
+                              f"got accelerator {self.accelerator!r}, steps_per_execution {self.steps_per_execution}")
         if self.tensorboard and importlib.util.find_spec("tensorboard") is None:
             raise ConfigError("TensorBoard logging needs the tensorboard package: pip install tensorboard")
 

@@ -134,13 +134,19 @@ class KerasAdam(KerasOptimizer):
         super().__init__(params, dict(lr=lr, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, weight_decay=weight_decay))
         self.fused = fused  # False: the multi-tensor path (same rule; used where no fused kernel exists)
         self._steps_cache: dict = {}
+        # Capturable mode (lightning_ft.fast): a float32 tensor on the parameters' device holding this step's
+        # `keras_adam_alpha`, read by the fused kernel on the device, so a step needs no host-side scalar
+        # and can be replayed from a CUDA graph. None: alpha is computed on the host from the step count.
+        self.alpha_override: torch.Tensor | None = None
 
     def _update(self, group, params, grads, lr, step):
-        b1, b2 = _F32(group["beta_1"]), _F32(group["beta_2"])
-        t = _F32(step)
-        alpha = _f32(_F32(lr) * np.sqrt(_F32(1) - b2 ** t) / (_F32(1) - b1 ** t))
+        alpha = keras_adam_alpha(lr, group["beta_1"], group["beta_2"], step)
         m = self._state_list(params, "momentum")
         v = self._state_list(params, "velocity")
+        if self.alpha_override is not None:
+            if not (self.fused and _fusable(params)):
+                raise RuntimeError("KerasAdam.alpha_override needs the fused kernel (float32 CPU/CUDA parameters)")
+            alpha = self.alpha_override
         if self.fused and _fusable(params):
             self._fused_update(group, params, grads, m, v, alpha)
             return
@@ -152,7 +158,7 @@ class KerasAdam(KerasOptimizer):
         torch._foreach_add_(denom, _f32(group["epsilon"]))
         torch._foreach_addcdiv_(params, m, denom, -alpha)
 
-    def _fused_update(self, group, params, grads, m, v, alpha: float) -> None:
+    def _fused_update(self, group, params, grads, m, v, alpha: float | torch.Tensor) -> None:
         """The same rule in one pass, through torch's fused Adam kernel.
 
         That kernel computes w -= (lr / bc1) * m / (sqrt(v) / sqrt(bc2) + eps) with bc = 1 - beta^step in
@@ -175,6 +181,12 @@ class KerasAdam(KerasOptimizer):
             cached = [torch.full((), _HUGE_STEP, dtype=torch.float32, device=p.device) for p in params]
             self._steps_cache[key] = cached
         return cached
+
+
+def keras_adam_alpha(lr: float, beta_1: float, beta_2: float, step: int) -> float:
+    """Keras Adam's step size at step `step` (1-based), in float32: lr * sqrt(1 - b2^t) / (1 - b1^t)."""
+    b1, b2, t = _F32(beta_1), _F32(beta_2), _F32(step)
+    return _f32(_F32(lr) * np.sqrt(_F32(1) - b2 ** t) / (_F32(1) - b1 ** t))
 
 
 # beta ** _HUGE_STEP == 0.0 exactly in float64 for every beta < 1 - 1e-15, so 1 - beta**step == 1.

@@ -46,6 +46,7 @@ from ftmed_core.protocol import Weights
 from ftmed_core.records import HISTORY_KEYS, RunRecord
 from ftmed_core.runner import EpochCallback, FitResult, resolve_threads, run_experiment
 from lightning_ft.datamodule import MedMNISTDataModule
+from lightning_ft.fast import FastDataModule, FastMLPSystem, describe, plan_fast_path
 from lightning_ft.model import predict_logits
 from lightning_ft.system import MLPSystem
 
@@ -150,7 +151,12 @@ def fit(config: ExperimentConfig, runtime: RuntimeConfig, data: ExperimentData, 
 
     with _quiet():
         L.seed_everything(config.seed, verbose=False)
-        system = MLPSystem(config.to_dict(), data.input_dim, data.n_classes, weights=weights)
+        # The block path (lightning_ft/fast.py) where it applies; the plain path otherwise.
+        fast = plan_fast_path(runtime, _uses_cuda(runtime), runtime.devices * runtime.num_nodes)
+        system_class = FastMLPSystem if fast.enabled else MLPSystem
+        system = system_class(config.to_dict(), data.input_dim, data.n_classes, weights=weights)
+        if fast.enabled:
+            system.plan = fast
         system.history_file = str(history_path)
         if on_epoch is not None and not spawned:
             system.epoch_end = lambda epoch, row: on_epoch(epoch, config.epochs, dict(row))
@@ -168,7 +174,8 @@ def fit(config: ExperimentConfig, runtime: RuntimeConfig, data: ExperimentData, 
             log_every_n_steps=50, default_root_dir=run_dir,
         )
         started = time.perf_counter()
-        trainer.fit(system, datamodule=MedMNISTDataModule(data, config))
+        datamodule = FastDataModule(data, config, fast.steps) if fast.enabled else MedMNISTDataModule(data, config)
+        trainer.fit(system, datamodule=datamodule)
         training_seconds = time.perf_counter() - started
 
     rows = system.history if not spawned else json.loads(history_path.read_text())
@@ -188,6 +195,7 @@ def fit(config: ExperimentConfig, runtime: RuntimeConfig, data: ExperimentData, 
             "threads": threads,
             "precision": str(trainer.precision),  # what ran: Lightning maps 16-mixed on CPU to bf16-mixed
             "strategy": strategy,
+            "training_path": describe(fast, getattr(system, "runner", None)),
             "world_size": trainer.world_size,
             "checkpoint_last": str(checkpoint.last_model_path or ""),
             "checkpoint_best": str(checkpoint.best_model_path or ""),
