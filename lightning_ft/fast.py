@@ -43,7 +43,7 @@ from ftmed_core.config import ExperimentConfig, RuntimeConfig
 from ftmed_core.data import ExperimentData
 from ftmed_core.errors import ConfigError
 from ftmed_core.protocol import epoch_permutation, steps_per_epoch
-from lightning_ft.datamodule import MedMNISTDataModule
+from lightning_ft.datamodule import DeviceSplit, MedMNISTDataModule
 from lightning_ft.losses import correct_count, keras_loss
 from lightning_ft.optimizers import KerasAdam, KerasOptimizer, keras_adam_alpha
 from lightning_ft.system import MLPSystem
@@ -172,9 +172,25 @@ class FastDataModule(MedMNISTDataModule):
         super().__init__(data, config, eval_batch_size)
         self.steps = steps
 
+    def setup(self, stage: str | None = None) -> None:
+        """The training split must be one tensor on the training device: resident on a GPU (as stored,
+        uint8) when it fits; on the CPU (where the block path is opt-in) the split's rows are read once into
+        host memory as stored."""
+        super().setup(stage)
+        train = self.sources["train"]
+        if isinstance(train, DeviceSplit):
+            return
+        if self.device.type != "cpu":
+            split = self.data.train
+            raise RuntimeError(
+                f"the block path needs the training split resident on {self.device} "
+                f"({len(split) * split.input_dim * split.stored_dtype.itemsize / 1e9:.1f} GB as stored) and it "
+                "does not fit in the free memory; run with --steps-per-execution 1")
+        self.sources["train"] = DeviceSplit(torch.from_numpy(self.data.train.raw_rows(slice(None))), train.labels)
+
     def train_dataloader(self) -> BlockBatches:
-        t = self.tensors
-        return BlockBatches(t["x_train"], t["y_train"], self.config.batch_size, self.config.seed,
+        train = self.sources["train"]
+        return BlockBatches(train.images, train.labels, self.config.batch_size, self.config.seed,
                             self.config.shuffle, self._current_epoch, self.steps)
 
 

@@ -16,11 +16,11 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import lightning.pytorch as L
 from ftmed_core.config import ExperimentConfig, RuntimeConfig, optimizer_config
-from ftmed_core.data import load_experiment_data, preprocess_images
+from ftmed_core.data import Split, load_experiment_data, preprocess_images
 from ftmed_core.errors import ConfigError
 from ftmed_core.protocol import batch_bounds, epoch_permutation, initial_weights
 from ftmed_core.variants import get_variant
-from lightning_ft.datamodule import EpochBatches
+from lightning_ft.datamodule import DeviceSplit, EpochBatches
 from lightning_ft.fast import (
     AUTO_STEPS_CUDA, BlockBatches, BlockRunner, FastDataModule, FastMLPSystem, as_features, capturable,
     epoch_blocks, plan_fast_path,
@@ -78,7 +78,7 @@ def test_blocks_cover_every_batch_of_the_core_order_once():
     assert np.array_equal(blocks[0].perm.numpy(), perm)
     rows = [blocks[0].perm[b.first_row + i * b.batch_size: b.first_row + (i + 1) * b.batch_size]
             for b in blocks for i in range(b.n_steps)]
-    plain = list(EpochBatches(x, y, 5, seed=3, shuffle=True, epoch_fn=lambda: 2))
+    plain = list(EpochBatches(DeviceSplit(x, y), 5, seed=3, shuffle=True, epoch_fn=lambda: 2))
     assert [len(r) for r in rows] == [stop - start for start, stop in batch_bounds(23, 5)]
     assert all(torch.equal(r, b[1]) for r, b in zip(rows, plain))
     assert [b.step_in_epoch for b in blocks] == [0, 3, 4] and blocks[-1].epoch_steps == 5
@@ -190,7 +190,7 @@ def test_non_finite_loss_fails_the_run_at_the_epoch_check(synth_dir, data, tmp_p
     else:
         x = data.x_train.copy()
         x[5] = np.nan
-        data = replace(data, x_train=x)
+        data = replace(data, train=Split(x, data.y_train))  # float32 features are fed as they are
     record = lightning_ft.train(config, run_dir=tmp_path / "run", runtime=runtime(4), data=data)
     assert record.status == "failed" and "NonFiniteLoss" in record.error
     assert read_record(tmp_path / "run").history["train_loss"][-1] is None
