@@ -10,7 +10,9 @@ Each step runs in a fresh process (TensorFlow and torch never share one, and eve
              measured as in benchmarks/run.py: the three GEMMs of a training step per layer, best of
              7x20 (fewer repetitions for layers of over ~0.5 GFLOP per step)
   <framework> `fit` for one epoch of the baseline on the holdout split (train + validation), then the test
-             logits, through the memory-mapped cache: what `ftmed train` does
+             logits, through the memory-mapped cache: what `ftmed train` does. `lightning:in-memory` /
+             `keras:in-memory` run the same `fit` on splits converted to float32 whole up front (the data
+             path before the cache), as the memory baseline: `--frameworks lightning,lightning:in-memory`
 Printed per framework: s/epoch (the history's epoch_seconds: training and validation), the GEMM floor for
 that size (model FLOPs per epoch / the GEMM rate measured in this run), their ratio, and the peak private
 memory `RssAnon` (sampled every 20 ms from /proc/self/status; memory-mapped file pages are page cache and
@@ -139,6 +141,7 @@ def child_fit(framework: str, size: int, data_dir: Path, threads: int) -> dict:
     from ftmed_core.data import load_experiment_data
     from ftmed_core.protocol import initial_weights
 
+    framework, _, variant = framework.partition(":")
     if framework == "lightning":
         from lightning_ft.train import fit
     else:
@@ -146,6 +149,8 @@ def child_fit(framework: str, size: int, data_dir: Path, threads: int) -> dict:
     config = _config(size, data_dir)
     with MemorySampler() as sampler:
         data = load_experiment_data(config, allow_download=False)
+        if variant == "in-memory":  # the baseline: every split converted to float32 up front, as before
+            data = data.in_memory()
         weights = initial_weights(config, data.input_dim, data.n_classes)
         with tempfile.TemporaryDirectory() as run_dir:
             started = time.perf_counter()
@@ -206,14 +211,14 @@ def main() -> None:
     results["gemm"] = run_child("gemm", args, rows_env)
     floor = results["gemm"].get("floor_seconds")
     print(f"GEMM floor: {json.dumps(results['gemm'])}")
-    print(f"{'framework':<10} {'s/epoch':>9} {'floor s':>9} {'ratio':>6} {'peak RssAnon GB':>16} {'peak RSS GB':>12}")
+    print(f"{'framework':<19} {'s/epoch':>9} {'floor s':>9} {'ratio':>6} {'peak RssAnon GB':>16} {'peak RSS GB':>12}")
     for framework in [f.strip() for f in args.frameworks.split(",") if f.strip()]:
         run = results[framework] = run_child(framework, args)
         if "error" in run:
-            print(f"{framework:<10} {run['error']}")
+            print(f"{framework:<19} {run['error']}")
             continue
         ratio = run["epoch_seconds"] / floor if floor else float("nan")
-        print(f"{framework:<10} {run['epoch_seconds']:>9.1f} {floor or float('nan'):>9.1f} {ratio:>6.2f} "
+        print(f"{framework:<19} {run['epoch_seconds']:>9.1f} {floor or float('nan'):>9.1f} {ratio:>6.2f} "
               f"{run['peak_rss_anon_gb']:>16.2f} {run['peak_rss_gb']:>12.2f}")
     results["loadavg_after"] = os.getloadavg()
     print(f"load average after: {results['loadavg_after'][0]:.2f}")

@@ -34,6 +34,7 @@ def info(dataset: DatasetOpt = None, size: SizeOpt = None, data_dir: DataDirOpt 
         typer.echo("status    missing (ftmed data download, or ftmed data synth for offline work)")
         return
     raw = load_npz(path, dataset, size)
+    typer.echo(f"cache     {raw.cache} (images memory-mapped from here)")
     sizes = ", ".join(f"{s} {len(raw.labels[s]):,}" for s in ("train", "val", "test"))
     if raw.synthetic:
         typer.echo(f"status    SYNTHETIC file ({sizes}); generator: {raw.synthetic}")

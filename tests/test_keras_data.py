@@ -17,7 +17,7 @@ from keras_ref.losses import compile_model
 from keras_ref.model import build_mlp, get_weights, predict_logits
 
 keras_train = importlib.import_module("keras_ref.train")  # the module (the package's `train` is the function)
-RUNTIME = RuntimeConfig(threads=1, progress=False)
+RUNTIME = RuntimeConfig(progress=False)  # as test_keras_train: TF fixes its threads at the first fit in a process
 
 
 class OldCoreBatches:
