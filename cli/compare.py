@@ -59,7 +59,7 @@ def record_crash(job: Job, runtime, data_source: dict, runs_dir: Path, error: st
 
 def compare(
     variants: Annotated[str, typer.Option("--variants", help="study, all, a group, or comma-separated names.")] = "study",
-    frameworks: Annotated[str, typer.Option("--frameworks", help="Comma-separated: lightning,keras.")] = "lightning,keras",
+    frameworks: Annotated[str, typer.Option("--frameworks", help="Comma-separated: lightning, keras (TensorFlow), keras[jax], keras[torch].")] = "lightning,keras",
     seeds: Annotated[str, typer.Option("--seeds", help="Comma-separated seeds, e.g. 0,1,2.")] = "0,1,2",
     epochs: EpochsOpt = None,
     dataset: DatasetOpt = None,
@@ -80,16 +80,14 @@ def compare(
     from ftmed_core.config import RuntimeConfig
     from ftmed_core.data import ensure_data, load_npz, prepare
     from ftmed_core.errors import ConfigError
-    from ftmed_core.records import FRAMEWORKS, read_record
+    from ftmed_core.frameworks import parse_frameworks
+    from ftmed_core.records import read_record
     from ftmed_core.report import render
     from ftmed_core.runner import data_summary, resolve_threads
     from ftmed_core.variants import select_variants
 
     chosen = select_variants(variants)
-    fws = [f.strip() for f in frameworks.split(",") if f.strip()]
-    bad = [f for f in fws if f not in FRAMEWORKS]
-    if bad or not fws:
-        raise ConfigError(f"unknown framework(s) {bad or frameworks!r}; choose from: {', '.join(FRAMEWORKS)}")
+    fws = parse_frameworks(frameworks)  # each Keras backend runs in worker processes of its own
     seed_list = parse_int_list(seeds, "seeds")
     if jobs < 1:
         raise ConfigError(f"--jobs must be >= 1, got {jobs}")
@@ -226,12 +224,14 @@ def print_table(rows, records) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from ftmed_core.report import frameworks_in, table_cells, table_columns, title
+    from ftmed_core.report import (
+        compared_with_lightning, difference_columns, frameworks_in, table_cells, table_columns, title,
+    )
 
     frameworks = frameworks_in(rows)
     columns = table_columns(frameworks)
     keep = ["variant", "study acc %", *(f"{fw} acc %" for fw in frameworks), *(f"{fw} s/epoch" for fw in frameworks),
-            "Δacc L−K [95% CI]", "equivalence", "vs baseline (pooled)"]
+            *(c for fw in compared_with_lightning(frameworks) for c in difference_columns(fw)), "vs baseline (pooled)"]
     index = [columns.index(c) for c in keep if c in columns]
     table = Table(title=title(records), title_justify="left")
     for i in index:

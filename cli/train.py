@@ -15,17 +15,26 @@ from cli.options import (
 )
 
 
-def framework_train(framework: str):
-    """The framework's `train(config, ...)`, imported only when needed (never both in one process)."""
+def framework_train(framework: str, runtime=None):
+    """The framework's `train(config, ...)`, imported only when needed (never both in one process).
+
+    A Keras label (`keras`, `keras[jax]`, `keras[torch]`) selects the Keras backend before keras is
+    imported; a process where keras is already loaded with another backend gets a ConfigError (one line).
+    """
+    from ftmed_core.frameworks import canonical, keras_backend, prepare_keras_backend
+
+    framework = canonical(framework)
     if framework == "lightning":
         from lightning_ft import train
-    else:
-        from keras_ref import train
+        return train
+    prepare_keras_backend(keras_backend(framework), runtime.accelerator if runtime else "auto",
+                          runtime.threads if runtime else 0)
+    from keras_ref import train
     return train
 
 
 def train(
-    framework: Annotated[Framework, typer.Option("--framework", "-f", help="Which implementation trains.")],
+    framework: Annotated[Framework, typer.Option("--framework", "-f", help="Which implementation trains: lightning, or Keras on a backend: keras (TensorFlow), keras[jax], keras[torch].")],
     variant: Annotated[str, typer.Option("--variant", help="Start from this registry variant (ftmed variants).")] = "baseline",
     optimizer: Annotated[Optional[Optimizer], typer.Option(help="Optimizer (starts from its Keras defaults).")] = None,
     lr: Annotated[Optional[float], typer.Option("--lr", help="Learning rate.")] = None,
@@ -89,7 +98,7 @@ def train(
                    f"({values['epoch_seconds']:.1f} s)")
 
     started = __import__("time").time()
-    record = framework_train(fw)(config, runtime=runtime, runs_dir=runs_dir, data=data, force=force,
+    record = framework_train(fw, runtime)(config, runtime=runtime, runs_dir=runs_dir, data=data, force=force,
                                  on_epoch=on_epoch)
     run_dir = runs_dir / record.run_key
     if record.started_at is not None and record.started_at < started:

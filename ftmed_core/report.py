@@ -1,8 +1,8 @@
 """The cross-framework comparison: reads run records only, and renders the table as markdown, CSV and JSON.
 
 One row per variant. Per framework: test accuracy mean ± std over seeds, AUC, loss, training time,
-seconds per epoch, parameter count. Across frameworks: the accuracy difference (lightning - keras), paired
-by seed (Welch where fewer than two seeds are common), with a 95 % CI and a TOST equivalence verdict
+seconds per epoch, parameter count. Across frameworks: the accuracy difference of Lightning and each Keras
+column (`keras` on TensorFlow, `keras[jax]`, `keras[torch]`: lightning - that column), paired by seed (Welch where fewer than two seeds are common), with a 95 % CI and a TOST equivalence verdict
 against a stated margin. Versus the baseline: the variant's
 accuracy change over all its runs (both frameworks pooled) with a Welch p-value, and whether it stands out
 from seed noise -- the study drew its conclusions from single runs. Accuracies are in percent.
@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ftmed_core.frameworks import slug
 from ftmed_core.records import FRAMEWORKS, RunRecord, atomic_write_text, load_probabilities
 from ftmed_core.stats import paired_difference, summarize, tost, welch
 from ftmed_core.variants import VARIANTS
@@ -52,8 +53,10 @@ class Row:
     changes: str
     study_accuracy: float | None
     cells: dict  # framework -> FrameworkCell
-    difference: dict  # lightning - keras accuracy: diff, low, high, p_value, tost_p, verdict
+    difference: dict  # lightning - keras (TensorFlow) accuracy: diff, low, high, p_value, tost_p, verdict
     vs_baseline: dict  # diff, p_value, verdict
+    # lightning - each Keras column present, keyed by its label ("keras" is `difference` again).
+    differences: dict = field(default_factory=dict)
 
 
 def _cell(framework: str, records: list[RunRecord]) -> FrameworkCell:
@@ -88,19 +91,19 @@ def _study_accuracy(experiment) -> float | None:
     return variant.study_accuracy if same.config_hash() == variant.config.config_hash() else None
 
 
-def _paired_accuracies(records: list[RunRecord]) -> tuple[list, list, str]:
-    """Lightning and Keras accuracies (%), paired by seed where both finished the same >= 2 seeds.
+def _paired_accuracies(records: list[RunRecord], other: str = "keras") -> tuple[list, list, str]:
+    """Lightning and `other` (a Keras label) accuracies (%), paired by seed where both finished the same >= 2 seeds.
 
     A seed fixes the initial weights and the batch order for both frameworks, so the two runs of a seed
     start identical and differ only by rounding: the per-seed difference is the quantity to test. With
     fewer than two common seeds, fall back to Welch's unpaired comparison of all finished runs.
     """
     by_seed = {fw: {r.config["seed"]: 100.0 * r.test["accuracy"] for r in records
-                    if r.finished and r.framework == fw} for fw in FRAMEWORKS}
-    common = sorted(set(by_seed["lightning"]) & set(by_seed["keras"]))
+                    if r.finished and r.framework == fw} for fw in ("lightning", other)}
+    common = sorted(set(by_seed["lightning"]) & set(by_seed[other]))
     if len(common) >= 2:
-        return [by_seed["lightning"][s] for s in common], [by_seed["keras"][s] for s in common], "paired"
-    return list(by_seed["lightning"].values()), list(by_seed["keras"].values()), "welch"
+        return [by_seed["lightning"][s] for s in common], [by_seed[other][s] for s in common], "paired"
+    return list(by_seed["lightning"].values()), list(by_seed[other].values()), "welch"
 
 
 def build_rows(records: list[RunRecord], margin: float = DEFAULT_MARGIN, baseline: str = "baseline") -> list[Row]:
@@ -124,14 +127,15 @@ def build_rows(records: list[RunRecord], margin: float = DEFAULT_MARGIN, baselin
         recs = groups[key]
         cells = {fw: _cell(fw, [r for r in recs if r.framework == fw]) for fw in FRAMEWORKS
                  if any(r.framework == fw for r in recs)}
-        difference: dict = {}
-        if set(cells) == set(FRAMEWORKS):
-            a, b, method = _paired_accuracies(recs)
+        differences: dict = {}
+        for other in (fw for fw in cells if fw != "lightning" and "lightning" in cells):
+            a, b, method = _paired_accuracies(recs, other)
             d = paired_difference(a, b) if method == "paired" else welch(a, b)
             eq = tost(a, b, margin, ALPHA, paired=method == "paired")
-            difference = {"diff": d.diff, "low": d.low, "high": d.high, "p_value": d.p_value,
-                          "tost_p": eq.p_value, "margin": margin, "equivalent": eq.equivalent,
-                          "verdict": eq.verdict, "method": method, "n": len(a)}
+            differences[other] = {"diff": d.diff, "low": d.low, "high": d.high, "p_value": d.p_value,
+                                  "tost_p": eq.p_value, "margin": margin, "equivalent": eq.equivalent,
+                                  "verdict": eq.verdict, "method": method, "n": len(a)}
+        difference = differences.get("keras", {})
         vs_baseline: dict = {}
         if base_runs is not None and key[0] != baseline:
             d = welch(pooled_accuracy(recs), pooled_accuracy(base_runs))
@@ -147,7 +151,7 @@ def build_rows(records: list[RunRecord], margin: float = DEFAULT_MARGIN, baselin
         # Seeds and epochs are the study's protocol, not the variant's change: leave them out of "changes".
         base_config = replace(base_config, seed=experiment.seed, epochs=experiment.epochs)
         rows.append(Row(key[0], key[1], experiment.describe_changes(base_config), _study_accuracy(experiment),
-                        cells, difference, vs_baseline))
+                        cells, difference, vs_baseline, differences))
     return rows
 
 
@@ -172,11 +176,26 @@ def title(records: list[RunRecord]) -> str:
     return text
 
 
+def compared_with_lightning(frameworks) -> list[str]:
+    """The Keras columns each compared with Lightning (at least `keras`, so the table keeps its shape)."""
+    return [fw for fw in frameworks if fw != "lightning"] or ["keras"]
+
+
+def difference_columns(other: str) -> list[str]:
+    """The two column names of lightning - `other`: 'Δacc L−K [95% CI]', 'equivalence' for keras (TensorFlow),
+    'Δacc L−K[jax] [95% CI]', 'equivalence L−K[jax]' for keras[jax]."""
+    short = "K" + other[len("keras"):]
+    return [f"Δacc L−{short} [95% CI]", "equivalence" if other == "keras" else f"equivalence L−{short}"]
+
+
 def table_columns(frameworks) -> list[str]:
     columns = ["variant", "changes", "study acc %"]
     for fw in frameworks:
         columns += [f"{fw} acc %", f"{fw} AUC", f"{fw} loss", f"{fw} train s", f"{fw} s/epoch"]
-    columns += ["params", "Δacc L−K [95% CI]", "equivalence", "vs baseline (pooled)"]
+    columns.append("params")
+    for other in compared_with_lightning(frameworks):
+        columns += difference_columns(other)
+    columns.append("vs baseline (pooled)")
     return columns
 
 
@@ -191,12 +210,13 @@ def table_cells(row: Row, frameworks) -> list[str]:
                 _fmt(cell.mean("training_seconds"), ".1f"), _fmt(cell.mean("seconds_per_epoch"), ".2f")]
     params = next((c.parameter_count for c in row.cells.values() if c.parameter_count), None)
     out.append(f"{params:,}" if params else "n/a")
-    d = row.difference
-    if d:
-        ci = f"[{_fmt(d['low'], '+.2f')}, {_fmt(d['high'], '+.2f')}]" if not math.isnan(d["low"]) else "[n/a]"
-        out += [f"{_fmt(d['diff'], '+.2f')} {ci}", d["verdict"]]
-    else:
-        out += ["", ""]
+    for other in compared_with_lightning(frameworks):
+        d = row.differences.get(other) or (row.difference if other == "keras" else {})
+        if d:
+            ci = f"[{_fmt(d['low'], '+.2f')}, {_fmt(d['high'], '+.2f')}]" if not math.isnan(d["low"]) else "[n/a]"
+            out += [f"{_fmt(d['diff'], '+.2f')} {ci}", d["verdict"]]
+        else:
+            out += ["", ""]
     b = row.vs_baseline
     out.append(f"{_fmt(b['diff'], '+.2f')} pp, p={_fmt(b['p_value'], '.3f')}: {b['verdict']}" if b else "(baseline)")
     return out
@@ -216,7 +236,8 @@ def to_markdown(rows: list[Row], records: list[RunRecord], margin: float = DEFAU
         lines.append("| " + " | ".join(c.replace("|", "/") for c in table_cells(row, frameworks)) + " |")
     lines += [
         "",
-        f"Accuracy: test accuracy in %, mean ± sample std over seeds. Δacc: lightning − keras with a 95 % CI, "
+        f"Accuracy: test accuracy in %, mean ± sample std over seeds. Δacc: lightning − keras with a 95 % CI "
+        f"(L−K: Keras on TensorFlow; L−K[jax], L−K[torch]: Keras on those backends, each against Lightning), "
         f"paired by seed (a seed gives both frameworks the same initial weights and batch order; Welch's "
         f"unpaired CI where fewer than 2 seeds are common). "
         f"Equivalence: TOST at α={ALPHA} against ±{margin:g} pp on the same differences. vs baseline: the variant's accuracy change "
@@ -237,8 +258,11 @@ def to_csv(rows: list[Row]) -> str:
     for fw in frameworks:
         header += [f"{fw}_{k}" for k in ("n", "failed", "acc_mean", "acc_std", "auc_mean", "loss_mean",
                                          "train_seconds_mean", "seconds_per_epoch_mean", "params")]
-    header += ["diff", "diff_low", "diff_high", "diff_p", "tost_p", "equivalent", "vs_baseline_diff",
-               "vs_baseline_p", "vs_baseline_verdict"]
+    others = compared_with_lightning(frameworks)
+    diff_keys = ["diff", "diff_low", "diff_high", "diff_p", "tost_p", "equivalent"]
+    for other in others:  # keras (TensorFlow) keeps the plain names; keras[jax] -> keras-jax_diff, ...
+        header += diff_keys if other == "keras" else [f"{slug(other)}_{k}" for k in diff_keys]
+    header += ["vs_baseline_diff", "vs_baseline_p", "vs_baseline_verdict"]
     writer.writerow(header)
     for row in rows:
         values = [row.variant, row.config_hash, row.changes, row.study_accuracy]
@@ -250,9 +274,12 @@ def to_csv(rows: list[Row]) -> str:
             s = summarize(c.accuracy)
             values += [c.n_finished, c.n_failed, s.mean, s.std, c.mean("auc"), c.mean("loss"),
                        c.mean("training_seconds"), c.mean("seconds_per_epoch"), c.parameter_count]
-        d, b = row.difference, row.vs_baseline
-        values += [d.get("diff"), d.get("low"), d.get("high"), d.get("p_value"), d.get("tost_p"),
-                   d.get("equivalent"), b.get("diff"), b.get("p_value"), b.get("verdict")]
+        for other in others:
+            d = row.differences.get(other) or (row.difference if other == "keras" else {})
+            values += [d.get("diff"), d.get("low"), d.get("high"), d.get("p_value"), d.get("tost_p"),
+                       d.get("equivalent")]
+        b = row.vs_baseline
+        values += [b.get("diff"), b.get("p_value"), b.get("verdict")]
         writer.writerow(["" if v is None or (isinstance(v, float) and math.isnan(v)) else v for v in values])
     return out.getvalue()
 
@@ -278,7 +305,7 @@ def to_json(rows: list[Row], records: list[RunRecord], margin: float = DEFAULT_M
                 "variant": row.variant, "config_hash": row.config_hash, "changes": row.changes,
                 "study_accuracy": row.study_accuracy,
                 "frameworks": {fw: c.__dict__ for fw, c in row.cells.items()},
-                "difference": row.difference, "vs_baseline": row.vs_baseline,
+                "difference": row.difference, "differences": row.differences, "vs_baseline": row.vs_baseline,
             }
             for row in rows
         ],
