@@ -108,8 +108,33 @@ def loaded_keras_backend() -> str | None:
         return os.environ.get("KERAS_BACKEND")
 
 
+def keras_backend_environment(backend: str, accelerator: str = "auto", threads: int = 0,
+                              environ: dict | None = None) -> dict[str, str]:
+    """The environment variables a process needs before `import keras` to run `backend` (see
+    `prepare_keras_backend`), given the current `environ` (default: os.environ). Returns only the changes."""
+    if backend not in KERAS_BACKENDS:
+        raise ConfigError(f"unknown Keras backend {backend!r}; choose one of: {', '.join(KERAS_BACKENDS)}")
+    environ = os.environ if environ is None else environ
+    changes = {"KERAS_BACKEND": backend}
+    if backend == "jax":
+        if accelerator == "cpu":
+            changes["JAX_PLATFORMS"] = "cpu"
+        flags = environ.get("XLA_FLAGS", "")
+        if "xla_gpu_deterministic_ops" not in flags:
+            flags = (flags + " --xla_gpu_deterministic_ops=true").strip()
+        if threads == 1 and "xla_cpu_multi_thread_eigen" not in flags:
+            flags += " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+        changes["XLA_FLAGS"] = flags.strip()
+    elif backend == "torch":
+        if accelerator == "cpu":
+            changes["KERAS_TORCH_DEVICE"] = "cpu"
+        if "CUBLAS_WORKSPACE_CONFIG" not in environ:
+            changes["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
+    return changes
+
+
 def prepare_keras_backend(backend: str, accelerator: str = "auto", threads: int = 0) -> None:
-    """Make the next `import keras` load `backend`; call it before keras_ref is imported.
+    """Make the next `import keras` in this process load `backend`; call it before keras_ref is imported.
 
     Sets KERAS_BACKEND, and for JAX the platform (JAX_PLATFORMS=cpu for accelerator "cpu"), deterministic
     GPU reductions (XLA_FLAGS --xla_gpu_deterministic_ops) and, for `threads` 1, XLA's single-threaded CPU
@@ -117,8 +142,7 @@ def prepare_keras_backend(backend: str, accelerator: str = "auto", threads: int 
     (KERAS_TORCH_DEVICE=cpu for "cpu") and cuBLAS's deterministic workspace. Raises ConfigError (one line)
     when keras is already imported with another backend: Keras cannot switch backends in a running process.
     """
-    if backend not in KERAS_BACKENDS:
-        raise ConfigError(f"unknown Keras backend {backend!r}; choose one of: {', '.join(KERAS_BACKENDS)}")
+    changes = keras_backend_environment(backend, accelerator, threads)
     loaded = loaded_keras_backend()
     if loaded is not None:
         if loaded != backend:
@@ -126,17 +150,4 @@ def prepare_keras_backend(backend: str, accelerator: str = "auto", threads: int 
                 f"keras is already imported in this process with the {loaded!r} backend and cannot switch to "
                 f"{backend!r}; run {keras_label(backend)} in a fresh process (ftmed compare does)")
         return
-    os.environ["KERAS_BACKEND"] = backend
-    if backend == "jax":
-        if accelerator == "cpu":
-            os.environ["JAX_PLATFORMS"] = "cpu"
-        flags = os.environ.get("XLA_FLAGS", "")
-        if "xla_gpu_deterministic_ops" not in flags:
-            flags = (flags + " --xla_gpu_deterministic_ops=true").strip()
-        if threads == 1 and "xla_cpu_multi_thread_eigen" not in flags:
-            flags += " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-        os.environ["XLA_FLAGS"] = flags.strip()
-    elif backend == "torch":
-        if accelerator == "cpu":
-            os.environ["KERAS_TORCH_DEVICE"] = "cpu"
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    os.environ.update(changes)
