@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ftmed_core.frameworks import slug
 from ftmed_core.records import FRAMEWORKS, RunRecord, atomic_write_text, load_probabilities
 from ftmed_core.stats import paired_difference, summarize, tost, welch
 from ftmed_core.variants import VARIANTS
@@ -260,8 +259,8 @@ def to_csv(rows: list[Row]) -> str:
                                          "train_seconds_mean", "seconds_per_epoch_mean", "params")]
     others = compared_with_lightning(frameworks)
     diff_keys = ["diff", "diff_low", "diff_high", "diff_p", "tost_p", "equivalent"]
-    for other in others:  # keras (TensorFlow) keeps the plain names; keras[jax] -> keras-jax_diff, ...
-        header += diff_keys if other == "keras" else [f"{slug(other)}_{k}" for k in diff_keys]
+    for other in others:  # keras (TensorFlow) keeps the plain names; keras[jax] -> keras[jax]_diff, ...
+        header += diff_keys if other == "keras" else [f"{other}_{k}" for k in diff_keys]
     header += ["vs_baseline_diff", "vs_baseline_p", "vs_baseline_verdict"]
     writer.writerow(header)
     for row in rows:
