@@ -81,7 +81,7 @@ def record_crash(job: Job, runtime, data_source: dict, runs_dir: Path, error: st
 
 def compare(
     variants: Annotated[str, typer.Option("--variants", help="study, all, a group, or comma-separated names.")] = "study",
-    frameworks: Annotated[str, typer.Option("--frameworks", help="Comma-separated: lightning,keras.")] = "lightning,keras",
+    frameworks: Annotated[str, typer.Option("--frameworks", help="Comma-separated: lightning, keras (TensorFlow), keras[jax], keras[torch].")] = "lightning,keras",
     seeds: Annotated[str, typer.Option("--seeds", help="Comma-separated seeds, e.g. 0,1,2.")] = "0,1,2",
     epochs: EpochsOpt = None,
     dataset: DatasetOpt = None,
@@ -105,20 +105,18 @@ def compare(
     from ftmed_core.config import RuntimeConfig
     from ftmed_core.data import ensure_data, load_npz, prepare
     from ftmed_core.errors import ConfigError
-    from ftmed_core.records import FRAMEWORKS, read_record
+    from ftmed_core.frameworks import parse_frameworks
+    from ftmed_core.records import read_record
     from ftmed_core.report import render
     from ftmed_core.runner import data_summary, resolve_threads
     from ftmed_core.variants import select_variants
 
     chosen = select_variants(variants)
-    fws = [f.strip() for f in frameworks.split(",") if f.strip()]
-    bad = [f for f in fws if f not in FRAMEWORKS]
-    if bad or not fws:
-        raise ConfigError(f"unknown framework(s) {bad or frameworks!r}; choose from: {', '.join(FRAMEWORKS)}")
-    if "keras" in fws:
-        from cli.train import require_framework
+    fws = parse_frameworks(frameworks)  # each Keras backend runs in worker processes of its own
+    from cli.train import require_framework
 
-        require_framework("keras")
+    for fw in fws:
+        require_framework(fw)
     seed_list = parse_int_list(seeds, "seeds")
     if jobs is None:
         jobs = default_jobs(value(accelerator), devices)
@@ -259,12 +257,16 @@ def print_table(rows, records, margin: float = 1.0) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from ftmed_core.report import frameworks_in, power_notes, table_cells, table_columns, title, vs_baseline_columns
+    from ftmed_core.report import (
+        compared_with_lightning, difference_columns, frameworks_in, power_notes, table_cells, table_columns, title,
+        vs_baseline_columns,
+    )
 
     frameworks = frameworks_in(rows)
     columns = table_columns(frameworks)
     keep = ["variant", "study acc %", *(f"{fw} acc %" for fw in frameworks), *(f"{fw} s/epoch" for fw in frameworks),
-            "Δacc L−K [95% CI]", "equivalence", *vs_baseline_columns(frameworks)]
+            *(c for fw in compared_with_lightning(frameworks) for c in difference_columns(fw)),
+            *vs_baseline_columns(frameworks)]
     index = [columns.index(c) for c in keep if c in columns]
     table = Table(title=title(records), title_justify="left")
     for i in index:

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from ftmed_core import config as cfg
+from ftmed_core.frameworks import FRAMEWORKS
 
 
 def _enum(name: str, values) -> type[Enum]:
@@ -24,7 +25,7 @@ InitScheme = _enum("InitScheme", cfg.INIT_SCHEMES)
 Semantics = _enum("Semantics", cfg.OPTIMIZER_SEMANTICS)
 Precision = _enum("Precision", cfg.PRECISIONS)
 Accelerator = _enum("Accelerator", cfg.ACCELERATORS)
-Framework = _enum("Framework", ("lightning", "keras"))
+Framework = _enum("Framework", FRAMEWORKS)
 ShufflePolicy = _enum("ShufflePolicy", cfg.SHUFFLE_POLICIES)
 
 

@@ -16,34 +16,47 @@ from cli.options import (
 
 
 def require_framework(framework: str) -> None:
-    """A clear error, before anything runs, when the framework's library is not installed."""
+    """A clear error, before anything runs, when the framework's libraries are not installed (a Keras label
+    needs keras and its backend's library: tensorflow, jax or torch)."""
     import importlib.util
 
     from ftmed_core.errors import ConfigError
+    from ftmed_core.frameworks import canonical, keras_backend
 
-    needed = {"lightning": "lightning", "keras": "tensorflow"}[framework]
-    try:
-        found = importlib.util.find_spec(needed) is not None
-    except (ImportError, ValueError):  # a broken or blocked installation counts as missing
-        found = False
-    if not found:
-        other = "lightning" if framework == "keras" else "keras"
-        raise ConfigError(f"{framework} runs need {needed}, which is not installed here; "
-                          f"install it or use --framework/--frameworks {other}")
+    framework = canonical(framework)
+    needed = ["lightning"] if framework == "lightning" else ["keras", keras_backend(framework)]
+    for module in needed:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):  # a broken or blocked installation counts as missing
+            found = False
+        if not found:
+            other = "lightning" if framework != "lightning" else "keras"
+            raise ConfigError(f"{framework} runs need {module}, which is not installed here; "
+                              f"install it or use --framework/--frameworks {other}")
 
 
-def framework_train(framework: str):
-    """The framework's `train(config, ...)`, imported only when needed (never both in one process)."""
+def framework_train(framework: str, runtime=None):
+    """The framework's `train(config, ...)`, imported only when needed (never both in one process).
+
+    A Keras label (`keras`, `keras[jax]`, `keras[torch]`) selects the Keras backend before keras is
+    imported; a process where keras is already loaded with another backend gets a ConfigError (one line).
+    """
+    from ftmed_core.frameworks import canonical, keras_backend, prepare_keras_backend
+
     require_framework(framework)
+    framework = canonical(framework)
     if framework == "lightning":
         from lightning_ft import train
-    else:
-        from keras_ref import train
+        return train
+    prepare_keras_backend(keras_backend(framework), runtime.accelerator if runtime else "auto",
+                          runtime.threads if runtime else 0)
+    from keras_ref import train
     return train
 
 
 def train(
-    framework: Annotated[Framework, typer.Option("--framework", "-f", help="Which implementation trains.")],
+    framework: Annotated[Framework, typer.Option("--framework", "-f", help="Which implementation trains: lightning, or Keras on a backend: keras (TensorFlow), keras[jax], keras[torch].")],
     variant: Annotated[str, typer.Option("--variant", help="Start from this registry variant (ftmed variants).")] = "baseline",
     optimizer: Annotated[Optional[Optimizer], typer.Option(help="Optimizer (starts from its Keras defaults).")] = None,
     lr: Annotated[Optional[float], typer.Option("--lr", help="Learning rate.")] = None,
@@ -111,7 +124,7 @@ def train(
                    f"({values['epoch_seconds']:.1f} s)")
 
     started = __import__("time").time()
-    record = framework_train(fw)(config, runtime=runtime, runs_dir=runs_dir, data=data, force=force,
+    record = framework_train(fw, runtime)(config, runtime=runtime, runs_dir=runs_dir, data=data, force=force,
                                  on_epoch=on_epoch)
     run_dir = runs_dir / record.run_key
     if record.started_at is not None and record.started_at < started:

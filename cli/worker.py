@@ -35,7 +35,7 @@ def main(argv: list[str]) -> int:
     def on_epoch(epoch: int, total: int, values: dict) -> None:
         emit({"event": "epoch", "epoch": epoch, "total": total, **{k: float(v) for k, v in values.items()}})
 
-    record = framework_train(job["framework"])(config, runtime=runtime, runs_dir=Path(job["runs_dir"]),
+    record = framework_train(job["framework"], runtime)(config, runtime=runtime, runs_dir=Path(job["runs_dir"]),
                                                on_epoch=on_epoch)
     emit({"event": "done", "status": record.status, "run_key": record.run_key, "error": record.error})
     return 0

@@ -21,7 +21,7 @@ import numpy as np
 from ftmed_core.metrics import confusion_matrix
 from ftmed_core.records import RunRecord, load_labels, load_probabilities
 
-COLORS = {"lightning": "#792ee5", "keras": "#d00000"}
+COLORS = {"lightning": "#792ee5", "keras": "#d00000", "keras[jax]": "#1a7f37", "keras[torch]": "#ee7600"}
 
 
 def _pyplot():

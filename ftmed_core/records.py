@@ -10,7 +10,8 @@ Layout of `runs/<run_key>/`:
   history.csv              per-epoch history under the shared keys
   framework files          checkpoints, CSV logs, saved models (the adapter's own)
 
-The run key is `<framework>-<config hash>-<data md5[:8]>-s<seed>[-<precision>]`: the same experiment on
+The run key is `<framework>-<config hash>-<data md5[:8]>-s<seed>[-<precision>]` (framework as
+`ftmed_core.frameworks.slug` spells it: keras[jax] -> keras-jax): the same experiment on
 the same data file is the same run, wherever the file lies and whatever the variant is called.
 """
 
@@ -34,15 +35,16 @@ import numpy as np
 
 from ftmed_core.config import ExperimentConfig, RuntimeConfig
 from ftmed_core.errors import RunError
+from ftmed_core.frameworks import FRAMEWORKS, slug
 
 HISTORY_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc", "epoch_seconds")
 RECORD_FILE = "record.json"
-FRAMEWORKS = ("lightning", "keras")
+# FRAMEWORKS: lightning, keras, keras[jax], keras[torch] (re-exported here, where readers look for it).
 RECORD_VERSION = 1
 
 
 def run_key(framework: str, config: ExperimentConfig, data_md5: str, precision: str = "32") -> str:
-    key = f"{framework}-{config.config_hash()}-{data_md5[:8]}-s{config.seed}"
+    key = f"{slug(framework)}-{config.config_hash()}-{data_md5[:8]}-s{config.seed}"
     return key if precision == "32" else f"{key}-{precision}"
 
 

@@ -1,9 +1,10 @@
 """The cross-framework comparison: reads run records only, and renders the table as markdown, CSV and JSON.
 
 One row per variant. Per framework: test accuracy mean ± std over seeds, AUC, loss, training time,
-seconds per epoch, parameter count. Across frameworks: the accuracy difference (lightning - keras), paired
-by seed (Welch where fewer than two seeds are common), with a 95 % CI and a TOST equivalence verdict
-against a stated margin. Versus the baseline (`vs_baseline`), per framework and for the per-seed mean
+seconds per epoch, parameter count. Across frameworks: the accuracy difference of Lightning and each Keras
+column (`keras` on TensorFlow, `keras[jax]`, `keras[torch]`: lightning - that column), paired by seed
+(Welch where fewer than two seeds are common), with a 95 % CI and a TOST equivalence verdict against a
+stated margin. Versus the baseline (`vs_baseline`), per framework and for the per-seed mean
 over frameworks: the variant's accuracy change with a 95 % CI and an effect size, paired by seed where
 the variant starts from the baseline's initial weights and batch order (`shares_start`), Welch otherwise;
 each seed counts once per side. p-values are Holm-adjusted over the variants compared with the baseline
@@ -59,10 +60,12 @@ class Row:
     changes: str
     study_accuracy: float | None
     cells: dict  # framework -> FrameworkCell
-    difference: dict  # lightning - keras accuracy: diff, low, high, p_value, tost_p, verdict
+    difference: dict  # lightning - keras (TensorFlow) accuracy: diff, low, high, p_value, tost_p, verdict
     # The headline view (SEED_MEAN with >= 2 frameworks, else the one framework): diff, low, high, p_value,
     # p_holm, method, n_a, n_b, df, effect_size, effect_name, verdict, view; plus "per_framework": {fw: view}.
     vs_baseline: dict
+    # lightning - each Keras column present, keyed by its label ("keras" is `difference` again).
+    differences: dict = field(default_factory=dict)
 
 
 def _cell(framework: str, records: list[RunRecord]) -> FrameworkCell:
@@ -98,19 +101,19 @@ def _study_accuracy(experiment) -> float | None:
     return variant.study_accuracy if same.config_hash() == variant.config.config_hash() else None
 
 
-def _paired_accuracies(records: list[RunRecord]) -> tuple[list, list, str]:
-    """Lightning and Keras accuracies (%), paired by seed where both finished the same >= 2 seeds.
+def _paired_accuracies(records: list[RunRecord], other: str = "keras") -> tuple[list, list, str]:
+    """Lightning and `other` (a Keras label) accuracies (%), paired by seed where both finished the same >= 2 seeds.
 
     A seed fixes the initial weights and the batch order for both frameworks, so the two runs of a seed
     start identical and differ only by rounding: the per-seed difference is the quantity to test. With
     fewer than two common seeds, fall back to Welch's unpaired comparison of all finished runs.
     """
     by_seed = {fw: {r.config["seed"]: 100.0 * r.test["accuracy"] for r in records
-                    if r.finished and r.framework == fw} for fw in FRAMEWORKS}
-    common = sorted(set(by_seed["lightning"]) & set(by_seed["keras"]))
+                    if r.finished and r.framework == fw} for fw in ("lightning", other)}
+    common = sorted(set(by_seed["lightning"]) & set(by_seed[other]))
     if len(common) >= 2:
-        return [by_seed["lightning"][s] for s in common], [by_seed["keras"][s] for s in common], "paired"
-    return list(by_seed["lightning"].values()), list(by_seed["keras"].values()), "welch"
+        return [by_seed["lightning"][s] for s in common], [by_seed[other][s] for s in common], "paired"
+    return list(by_seed["lightning"].values()), list(by_seed[other].values()), "welch"
 
 
 # What `ftmed_core.protocol` draws a run's start from, besides the seed: initial weights from the layer
@@ -225,15 +228,16 @@ def build_rows(records: list[RunRecord], margin: float = DEFAULT_MARGIN, baselin
         recs = groups[key]
         cells = {fw: _cell(fw, [r for r in recs if r.framework == fw]) for fw in FRAMEWORKS
                  if any(r.framework == fw for r in recs)}
-        difference: dict = {}
-        if set(cells) == set(FRAMEWORKS):
-            a, b, method = _paired_accuracies(recs)
+        differences: dict = {}
+        for other in (fw for fw in cells if fw != "lightning" and "lightning" in cells):
+            a, b, method = _paired_accuracies(recs, other)
             d = paired_difference(a, b) if method == "paired" else welch(a, b)
             eq = tost(a, b, margin, ALPHA, paired=method == "paired")
-            difference = {"diff": d.diff, "low": d.low, "high": d.high, "p_value": d.p_value,
-                          "tost_p": eq.p_value, "margin": margin, "equivalent": eq.equivalent,
-                          "verdict": eq.verdict, "method": method, "n": len(a)}
-            difference["seeds_for_power"] = _tost_seeds_needed(a, b, method, margin)
+            differences[other] = {"diff": d.diff, "low": d.low, "high": d.high, "p_value": d.p_value,
+                                  "tost_p": eq.p_value, "margin": margin, "equivalent": eq.equivalent,
+                                  "verdict": eq.verdict, "method": method, "n": len(a),
+                                  "seeds_for_power": _tost_seeds_needed(a, b, method, margin)}
+        difference = differences.get("keras", {})
         vs_baseline: dict = {}
         experiment = recs[0].experiment
         if base_runs is not None and key[0] != baseline:
@@ -250,7 +254,7 @@ def build_rows(records: list[RunRecord], margin: float = DEFAULT_MARGIN, baselin
         base_config = replace(base_config, seed=experiment.seed, epochs=experiment.epochs,
                               shuffle=experiment.shuffle)
         rows.append(Row(key[0], key[1], experiment.describe_changes(base_config), _study_accuracy(experiment),
-                        cells, difference, vs_baseline))
+                        cells, difference, vs_baseline, differences))
     _add_vs_baseline(rows, margin)
     return rows
 
@@ -278,11 +282,26 @@ def title(records: list[RunRecord]) -> str:
     return text
 
 
+def compared_with_lightning(frameworks) -> list[str]:
+    """The Keras columns each compared with Lightning (at least `keras`, so the table keeps its shape)."""
+    return [fw for fw in frameworks if fw != "lightning"] or ["keras"]
+
+
+def difference_columns(other: str) -> list[str]:
+    """The two column names of lightning - `other`: 'Δacc L−K [95% CI]', 'equivalence' for keras (TensorFlow),
+    'Δacc L−K[jax] [95% CI]', 'equivalence L−K[jax]' for keras[jax]."""
+    short = "K" + other[len("keras"):]
+    return [f"Δacc L−{short} [95% CI]", "equivalence" if other == "keras" else f"equivalence L−{short}"]
+
+
 def table_columns(frameworks) -> list[str]:
     columns = ["variant", "changes", "study acc %"]
     for fw in frameworks:
         columns += [f"{fw} acc %", f"{fw} AUC", f"{fw} loss", f"{fw} train s", f"{fw} s/epoch"]
-    columns += ["params", "Δacc L−K [95% CI]", "equivalence", *vs_baseline_columns(frameworks)]
+    columns.append("params")
+    for other in compared_with_lightning(frameworks):
+        columns += difference_columns(other)
+    columns += vs_baseline_columns(frameworks)
     return columns
 
 
@@ -313,12 +332,13 @@ def table_cells(row: Row, frameworks) -> list[str]:
                 _fmt(cell.mean("training_seconds"), ".1f"), _fmt(cell.mean("seconds_per_epoch"), ".2f")]
     params = next((c.parameter_count for c in row.cells.values() if c.parameter_count), None)
     out.append(f"{params:,}" if params else "n/a")
-    d = row.difference
-    if d:
-        ci = f"[{_fmt(d['low'], '+.2f')}, {_fmt(d['high'], '+.2f')}]" if not math.isnan(d["low"]) else "[n/a]"
-        out += [f"{_fmt(d['diff'], '+.2f')} {ci}", d["verdict"]]
-    else:
-        out += ["", ""]
+    for other in compared_with_lightning(frameworks):
+        d = row.differences.get(other) or (row.difference if other == "keras" else {})
+        if d:
+            ci = f"[{_fmt(d['low'], '+.2f')}, {_fmt(d['high'], '+.2f')}]" if not math.isnan(d["low"]) else "[n/a]"
+            out += [f"{_fmt(d['diff'], '+.2f')} {ci}", d["verdict"]]
+        else:
+            out += ["", ""]
     b = row.vs_baseline
     views = [b.get("per_framework", {}).get(fw) for fw in frameworks]
     if len(frameworks) > 1:
@@ -341,7 +361,8 @@ def to_markdown(rows: list[Row], records: list[RunRecord], margin: float = DEFAU
         lines.append("| " + " | ".join(c.replace("|", "/") for c in table_cells(row, frameworks)) + " |")
     lines += [
         "",
-        f"Accuracy: test accuracy in %, mean ± sample std over seeds. Δacc: lightning − keras with a 95 % CI, "
+        f"Accuracy: test accuracy in %, mean ± sample std over seeds. Δacc: lightning − keras with a 95 % CI "
+        f"(L−K: Keras on TensorFlow; L−K[jax], L−K[torch]: Keras on those backends, each against Lightning), "
         f"paired by seed (a seed gives both frameworks the same initial weights and batch order; Welch's "
         f"unpaired CI where fewer than 2 seeds are common). "
         f"Equivalence: TOST at α={ALPHA} against ±{margin:g} pp on the same differences. "
@@ -410,7 +431,10 @@ def to_csv(rows: list[Row]) -> str:
     for fw in frameworks:
         header += [f"{fw}_{k}" for k in ("n", "failed", "acc_mean", "acc_std", "auc_mean", "loss_mean",
                                          "train_seconds_mean", "seconds_per_epoch_mean", "params")]
-    header += ["diff", "diff_low", "diff_high", "diff_p", "tost_p", "equivalent", "tost_seeds_for_power"]
+    others = compared_with_lightning(frameworks)
+    diff_keys = ["diff", "diff_low", "diff_high", "diff_p", "tost_p", "equivalent", "tost_seeds_for_power"]
+    for other in others:  # keras (TensorFlow) keeps the plain names; keras[jax] -> keras[jax]_diff, ...
+        header += diff_keys if other == "keras" else [f"{other}_{k}" for k in diff_keys]
     # The headline vs-baseline view (seed mean over frameworks, or the one framework), then each framework's.
     vs_fields = ("diff", "low", "high", "p_value", "p_holm", "holm_m", "method", "n_a", "n_b", "effect_name",
                  "effect_size", "verdict", "seeds_for_power")
@@ -427,9 +451,11 @@ def to_csv(rows: list[Row]) -> str:
             s = summarize(c.accuracy)
             values += [c.n_finished, c.n_failed, s.mean, s.std, c.mean("auc"), c.mean("loss"),
                        c.mean("training_seconds"), c.mean("seconds_per_epoch"), c.parameter_count]
-        d, b = row.difference, row.vs_baseline
-        values += [d.get("diff"), d.get("low"), d.get("high"), d.get("p_value"), d.get("tost_p"),
-                   d.get("equivalent"), d.get("seeds_for_power")]
+        for other in others:
+            d = row.differences.get(other) or (row.difference if other == "keras" else {})
+            values += [d.get("diff"), d.get("low"), d.get("high"), d.get("p_value"), d.get("tost_p"),
+                       d.get("equivalent"), d.get("seeds_for_power")]
+        b = row.vs_baseline
         values += [b.get(k) for k in vs_fields]
         if len(frameworks) > 1:
             for fw in frameworks:
@@ -460,7 +486,7 @@ def to_json(rows: list[Row], records: list[RunRecord], margin: float = DEFAULT_M
                 "variant": row.variant, "config_hash": row.config_hash, "changes": row.changes,
                 "study_accuracy": row.study_accuracy,
                 "frameworks": {fw: c.__dict__ for fw, c in row.cells.items()},
-                "difference": row.difference, "vs_baseline": row.vs_baseline,
+                "difference": row.difference, "differences": row.differences, "vs_baseline": row.vs_baseline,
             }
             for row in rows
         ],

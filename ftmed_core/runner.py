@@ -19,6 +19,7 @@ import numpy as np
 
 from ftmed_core.config import ExperimentConfig, RuntimeConfig
 from ftmed_core.data import ExperimentData, load_experiment_data
+from ftmed_core.frameworks import effective_loss
 from ftmed_core.medmnist_info import dataset_info
 from ftmed_core.metrics import test_metrics
 from ftmed_core.protocol import Weights, initial_weights, parameter_count
@@ -158,8 +159,11 @@ def run_experiment(
         return record
 
     task = dataset_info(config.dataset).task
-    metrics, probabilities = test_metrics(logits, data.y_test, config.output_activation, config.loss, task)
+    # The test loss in the formula the framework trained on (keras[jax]/keras[torch]: see ftmed_core.frameworks).
+    loss = effective_loss(framework, config.loss)
+    metrics, probabilities = test_metrics(logits, data.y_test, config.output_activation, loss, task)
     record.environment.update(result.environment)
+    record.environment["loss_formula"] = loss
     record.history = {k: [float(v) for v in vals] for k, vals in result.history.items()}
     record.test = metrics
     record.training_seconds = float(result.training_seconds)

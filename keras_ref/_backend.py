@@ -1,9 +1,12 @@
-"""Keras on the TensorFlow backend, pinned: the one place keras_ref imports keras and tensorflow from.
+"""Keras and its backend: the one place keras_ref imports keras (and tensorflow, on that backend only) from.
 
-The backend decides the loss: on TensorFlow, `categorical_crossentropy` takes the softmax/sigmoid logits
-attached to the output; the JAX and torch backends always use the divide-and-clip formula. So the backend
-is pinned before keras is first imported, and a keras already imported with another backend is refused
-rather than silently computing a different loss.
+The backend is KERAS_BACKEND at import: "tensorflow" when unset (the study's), "jax" or "torch" otherwise
+(`ftmed_core.frameworks.prepare_keras_backend` sets it for a framework label such as `keras[jax]`). It decides
+the loss: on TensorFlow, `categorical_crossentropy` takes the softmax/sigmoid logits attached to the output;
+the JAX and torch backends always use the divide-and-clip formula (ftmed_core/frameworks.py). A keras
+already imported with a backend other than KERAS_BACKEND's is refused rather than silently computing
+another loss. TensorFlow is imported only on its own backend (`tf` is None otherwise), so keras_ref runs
+with JAX or torch on a machine without TensorFlow.
 """
 
 from __future__ import annotations
@@ -13,28 +16,31 @@ import os
 import sys
 import tempfile
 
+from ftmed_core.frameworks import KERAS_BACKENDS, keras_label
+
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's C++ INFO/WARNING lines drown the CLI's output
+BACKEND = os.environ["KERAS_BACKEND"]
+# The framework label runs on this backend are recorded under: keras, keras[jax], keras[torch].
+FRAMEWORK = keras_label(BACKEND) if BACKEND in KERAS_BACKENDS else None
 
 
 def _check_backend() -> None:
+    if BACKEND not in KERAS_BACKENDS:
+        raise ImportError(f"keras_ref runs on the Keras backends {', '.join(KERAS_BACKENDS)}, but "
+                          f"KERAS_BACKEND={BACKEND!r}")
     already = sys.modules.get("keras")
-    if already is not None:
-        backend = already.backend.backend()
-        if backend != "tensorflow":
+    if already is not None and getattr(already, "backend", None) is not None:
+        loaded = already.backend.backend()
+        if loaded != BACKEND:
             raise ImportError(
-                f"keras_ref needs Keras on the TensorFlow backend, but keras was already imported with the "
-                f"{backend!r} backend; set KERAS_BACKEND=tensorflow (or import keras_ref first)"
+                f"keras was already imported with the {loaded!r} backend, but KERAS_BACKEND={BACKEND!r}; "
+                f"Keras cannot switch backends in a running process: use a fresh process"
             )
-    elif os.environ["KERAS_BACKEND"] != "tensorflow":
-        raise ImportError(
-            f"keras_ref needs Keras on the TensorFlow backend, but KERAS_BACKEND={os.environ['KERAS_BACKEND']!r}; "
-            f"unset it or set KERAS_BACKEND=tensorflow"
-        )
 
 
 @contextlib.contextmanager
-def _native_startup_lines_hidden():
+def native_startup_lines_hidden():
     """TF 2.21 prints its C++ start-up lines (absl, oneDNN, CUDA probing) whatever TF_CPP_MIN_LOG_LEVEL says.
     Send file descriptor 2 to a temporary file while TensorFlow loads and probes its devices; replay what
     it caught if that fails. FTMED_TF_VERBOSE=1 leaves stderr alone."""
@@ -63,12 +69,17 @@ def _native_startup_lines_hidden():
 
 _check_backend()
 
-with _native_startup_lines_hidden():
+if BACKEND == "tensorflow":
+    with native_startup_lines_hidden():
+        import keras  # noqa: E402
+        import tensorflow as tf  # noqa: E402
+
+        tf.config.list_physical_devices("GPU")  # the CUDA probe, with its "no driver" lines, happens here
+else:
     import keras  # noqa: E402
-    import tensorflow as tf  # noqa: E402
 
-    tf.config.list_physical_devices("GPU")  # the CUDA probe, with its "no driver" lines, happens here
+    tf = None  # TensorFlow belongs to the tensorflow backend only; JAX/torch machines may not have it
 
-_check_backend()  # keras reads ~/.keras/keras.json too; make sure what was loaded is TensorFlow
+_check_backend()  # keras reads ~/.keras/keras.json too; make sure what was loaded is KERAS_BACKEND's
 
-__all__ = ["keras", "tf"]
+__all__ = ["BACKEND", "FRAMEWORK", "keras", "tf"]

@@ -1,4 +1,4 @@
-"""The two loss modes in Keras, and the compile call (loss, optimizer, accuracy and AUC).
+"""The two loss modes in Keras, and the compile call (loss, optimizer, accuracy and AUC), on every backend.
 
 `loss="keras"` is the study's plain `"categorical_crossentropy"`. On the TensorFlow backend
 (`keras/src/backend/tensorflow/nn.py`, `_get_logits`) it first looks for `output._keras_logits`, which the
@@ -12,13 +12,17 @@ tensor carries no `_keras_logits` and its op is `Identity`, not `Softmax`, so Ke
 categorical_crossentropy cannot take the logits shortcut and runs its probability formula (the same ops,
 in the same order, as for a linear output). Both agree with `ftmed_core.losses.per_sample_loss`
 (tests/test_keras_losses.py).
+
+On the JAX and torch backends (`keras/src/backend/{jax,torch}/nn.py`) `categorical_crossentropy` has no
+logits shortcut: "keras" computes the probability formula there too (`ftmed_core.frameworks.effective_loss`;
+measured in tests/test_keras_backends.py), and `probability_crossentropy` needs no `tf.identity`.
 """
 
 from __future__ import annotations
 
 from ftmed_core.config import LOSS_MODES, ExperimentConfig
 from ftmed_core.errors import ConfigError
-from keras_ref._backend import keras, tf
+from keras_ref._backend import BACKEND, keras, tf
 
 KERAS_LOSS = "categorical_crossentropy"
 
@@ -26,8 +30,10 @@ KERAS_LOSS = "categorical_crossentropy"
 @keras.saving.register_keras_serializable(package="ftmed", name="probability_crossentropy")
 def probability_crossentropy(y_true, y_pred):
     """Cross-entropy on the activated outputs, never on attached logits (per sample, (N,))."""
-    # tf.identity returns a fresh tensor: no `_keras_logits`, op type "Identity" (not "Softmax").
-    return keras.losses.categorical_crossentropy(y_true, tf.identity(y_pred), from_logits=False)
+    if BACKEND == "tensorflow":
+        # tf.identity returns a fresh tensor: no `_keras_logits`, op type "Identity" (not "Softmax").
+        y_pred = tf.identity(y_pred)
+    return keras.losses.categorical_crossentropy(y_true, y_pred, from_logits=False)
 
 
 def make_loss(config: ExperimentConfig):
@@ -46,14 +52,19 @@ def make_metrics() -> list:
 
 def compile_model(model: keras.Model, config: ExperimentConfig, optimizer=None,
                   steps_per_execution: int = 1) -> keras.Model:
-    """Compile with the config's loss and optimizer. XLA off: it changes numerics (and is on by default on GPU)."""
+    """Compile with the config's loss and optimizer.
+
+    XLA off on TensorFlow and torch: it changes numerics (and is on by default on GPU for TensorFlow). On
+    JAX every op runs through XLA anyway; `jit_compile=True` compiles the whole step instead of dispatching
+    op by op (eager JAX runs each op as its own XLA computation, orders of magnitude slower).
+    """
     from keras_ref.optimizers import build_optimizer
 
     model.compile(
         optimizer=optimizer if optimizer is not None else build_optimizer(config.optimizer),
         loss=make_loss(config),
         metrics=make_metrics(),
-        jit_compile=False,
+        jit_compile=BACKEND == "jax",
         steps_per_execution=steps_per_execution,
     )
     return model

@@ -11,10 +11,14 @@ What we change, and why:
   draws an order that cannot be handed to torch, and with a global seed it reuses one permutation every
   epoch. Validation and test outputs are streamed the same way: no split is ever converted whole.
 - Weights start from the core's numbers (see model.py); seeds, threads, op determinism are explicit.
+- On the JAX and torch backends the runtime and the feeding are keras_ref/backends.py's (a PyDataset of
+  the same batches in the same order; that module's table lists each TensorFlow-only part's counterpart).
+  The run is recorded under the backend's framework label (`keras`, `keras[jax]`, `keras[torch]`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -28,7 +32,8 @@ from ftmed_core.errors import ConfigError
 from ftmed_core.protocol import Weights, epoch_permutation, steps_per_epoch
 from ftmed_core.records import HISTORY_KEYS, RunRecord
 from ftmed_core.runner import EpochCallback, FitResult, check_finite, resolve_threads, run_experiment
-from keras_ref._backend import keras, tf
+from keras_ref import _backend, backends
+from keras_ref._backend import BACKEND, FRAMEWORK, keras, tf
 from keras_ref.losses import compile_model
 from keras_ref.model import build_mlp, check_layout, logits_model
 
@@ -39,7 +44,8 @@ HISTORY_FROM_KERAS = {"loss": "train_loss", "accuracy": "train_acc", "val_loss":
                       "val_accuracy": "val_acc"}
 # Train steps per call into the compiled function: the same steps in the same order (bitwise the same
 # weights, tests/test_keras_study_recipe.py), less Python overhead per step. benchmarks/keras_speed.py.
-STEPS_PER_EXECUTION = 16
+# Per backend: keras_ref/backends.py (Keras's torch trainer accepts only 1).
+STEPS_PER_EXECUTION = backends.STEPS_PER_EXECUTION[BACKEND]
 PRECISION_POLICIES = {"32": None, "16-mixed": "mixed_float16", "bf16-mixed": "mixed_bfloat16"}
 
 
@@ -176,8 +182,11 @@ class CoreBatches:
         return _one_hot_batches(self.split, self.n_classes, self.batch_size, order)
 
 
-def eval_dataset(split: Split, n_classes: int, batch_size: int) -> "tf.data.Dataset":
-    """`split` in file order, `batch_size` rows per batch (the batches `fit`/`predict` cut from arrays)."""
+def eval_dataset(split: Split, n_classes: int, batch_size: int):
+    """`split` in file order, `batch_size` rows per batch (the batches `fit`/`predict` cut from arrays):
+    a `tf.data` pipeline on TensorFlow, a `PyDataset` of the same batches on the other backends."""
+    if BACKEND != "tensorflow":
+        return backends.CoreBatchSequence(split, n_classes, batch_size)
     return split_dataset(lambda: _one_hot_batches(split, n_classes, batch_size, None),
                          steps_per_epoch(len(split), batch_size), split.input_dim, n_classes)
 
@@ -185,7 +194,9 @@ def eval_dataset(split: Split, n_classes: int, batch_size: int) -> "tf.data.Data
 def predict_split_logits(model: "keras.Model", split: Split, n_classes: int, batch_size: int = 1024) -> np.ndarray:
     """Pre-activation outputs over `split`, streamed in batches of `batch_size` (those of `predict_logits`;
     fewer rows where that many float32 rows would be large, `eval_batch_rows`)."""
-    dataset = eval_dataset(split, n_classes, eval_batch_rows(split.input_dim, batch_size)).map(lambda x, y: x)
+    dataset = eval_dataset(split, n_classes, eval_batch_rows(split.input_dim, batch_size))
+    if BACKEND == "tensorflow":
+        dataset = dataset.map(lambda x, y: x)
     logits = logits_model(model).predict(dataset, verbose=0)
     return np.asarray(logits, dtype=np.float32)
 
@@ -238,10 +249,15 @@ def fit(config: ExperimentConfig, runtime: RuntimeConfig, data: ExperimentData, 
         run_dir: Path, on_epoch: EpochCallback | None = None) -> FitResult:
     """Train `config` from `weights` with `model.fit`; the adapter function of `run_experiment`."""
     run_dir = Path(run_dir)
-    env = configure_runtime(runtime, config.seed)
+    if BACKEND == "tensorflow":
+        env = configure_runtime(runtime, config.seed)
+        scope = _strategy(runtime, env["gpus"] > 0).scope()
+    else:
+        env = backends.configure_runtime(runtime, config.seed)
+        scope = contextlib.nullcontext()
     check_layout(config, data.input_dim, data.n_classes, weights)
     policy = PRECISION_POLICIES[runtime.precision]
-    with _strategy(runtime, env["gpus"] > 0).scope():
+    with scope:
         model = build_mlp(config, data.input_dim, data.n_classes, weights, dtype=policy)
         optimizer = None
         if runtime.precision == "16-mixed":
@@ -250,7 +266,11 @@ def fit(config: ExperimentConfig, runtime: RuntimeConfig, data: ExperimentData, 
             optimizer = keras.optimizers.LossScaleOptimizer(build_optimizer(config.optimizer))
         compile_model(model, config, optimizer=optimizer, steps_per_execution=STEPS_PER_EXECUTION)
 
-    batches = CoreBatches(data.train, data.n_classes, config.batch_size, config.seed, config.shuffle)
+    if BACKEND == "tensorflow":
+        batches = CoreBatches(data.train, data.n_classes, config.batch_size, config.seed, config.shuffle)
+    else:
+        batches = backends.CoreBatchSequence(data.train, data.n_classes, config.batch_size, config.seed,
+                                             config.shuffle)
     report = EpochReport(config.epochs, on_epoch)
     # Keras runs every callback's on_epoch_begin before it starts the epoch's pass over the data.
     callbacks = [batches.callback, keras.callbacks.CSVLogger(str(run_dir / CSV_LOG)), report]
@@ -267,20 +287,27 @@ def fit(config: ExperimentConfig, runtime: RuntimeConfig, data: ExperimentData, 
         verbose="auto" if _progress(runtime) else 0,
     )
     training_seconds = time.perf_counter() - started
-    model.save(run_dir / MODEL_FILE)
+    # Keras's saving code imports TensorFlow when it is installed, whatever the backend: keep its start-up
+    # lines out of a JAX or torch run's output.
+    with contextlib.nullcontext() if BACKEND == "tensorflow" else _backend.native_startup_lines_hidden():
+        model.save(run_dir / MODEL_FILE)
     return FitResult(
         history=report.history,
         test_logits=predict_split_logits(model, data.test, data.n_classes),
         training_seconds=training_seconds,
-        environment={"tensorflow": tf.__version__, "keras": keras.__version__,
-                     "keras_backend": keras.backend.backend(), "steps_per_execution": STEPS_PER_EXECUTION,
-                     "jit_compile": False, **env},
+        environment={**({"tensorflow": tf.__version__} if tf is not None else backends.versions()),
+                     "keras": keras.__version__, "keras_backend": keras.backend.backend(),
+                     "steps_per_execution": STEPS_PER_EXECUTION, "jit_compile": BACKEND == "jax", **env},
     )
 
 
 def train(config: ExperimentConfig, run_dir: str | Path | None = None, runtime: RuntimeConfig | None = None,
           runs_dir: str | Path = "runs", data: ExperimentData | None = None, force: bool = False,
           on_epoch: EpochCallback | None = None) -> RunRecord:
-    """Train `config` in Keras and write its run record (reusing a finished identical run unless `force`)."""
-    return run_experiment("keras", fit, config, runtime=runtime, run_dir=run_dir, runs_dir=runs_dir,
+    """Train `config` in Keras and write its run record (reusing a finished identical run unless `force`).
+
+    The backend is the one keras was imported with (KERAS_BACKEND; `ftmed_core.frameworks.prepare_keras_backend`
+    sets it before the import); the record's framework is its label, e.g. `keras[jax]`.
+    """
+    return run_experiment(FRAMEWORK, fit, config, runtime=runtime, run_dir=run_dir, runs_dir=runs_dir,
                           data=data, force=force, on_epoch=on_epoch)

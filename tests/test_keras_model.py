@@ -114,7 +114,7 @@ def test_optimizer_hyperparameters_are_passed_through():
         build_optimizer(OptimizerConfig(semantics="torch"))
 
 
-def test_another_keras_backend_is_refused():
+def test_an_unknown_or_mismatched_keras_backend_is_refused():
     script = textwrap.dedent("""
         import os
         try:
@@ -123,13 +123,14 @@ def test_another_keras_backend_is_refused():
             print("env:", exc)
         os.environ["KERAS_BACKEND"] = "torch"
         import keras
+        os.environ["KERAS_BACKEND"] = "jax"
         try:
             import keras_ref
         except ImportError as exc:
             print("imported:", exc)
     """)
-    env = {**os.environ, "KERAS_BACKEND": "torch"}
+    env = {**os.environ, "KERAS_BACKEND": "numpy"}
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
-    assert "env: keras_ref needs Keras on the TensorFlow backend" in out.stdout, out.stderr[-2000:]
-    assert "imported: keras_ref needs Keras on the TensorFlow backend" in out.stdout, out.stderr[-2000:]
-    assert "'torch' backend" in out.stdout
+    assert "env: keras_ref runs on the Keras backends tensorflow, jax, torch, but KERAS_BACKEND='numpy'" in out.stdout, \
+        out.stderr[-2000:]
+    assert "imported: keras was already imported with the 'torch' backend, but KERAS_BACKEND='jax'" in out.stdout

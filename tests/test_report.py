@@ -111,3 +111,33 @@ def test_failed_runs_are_reported(populated, tiny_synth_dir):
     records = list_records(populated)
     md = to_markdown(build_rows(records), records)
     assert "1 failed" in md and "seed 7: MemoryError: out of memory (simulated)" in md
+
+
+def test_each_keras_backend_is_a_column_compared_with_lightning(tmp_path, tiny_synth_dir):
+    """keras, keras[jax], keras[torch]: a column each, and a Lightning difference per Keras column (the
+    stand-in gives keras[jax] 20 points less, so only its difference is non-zero and not equivalent)."""
+    from ftmed_core.report import table_cells, table_columns, to_csv, to_json
+
+    runs = tmp_path / "runs"
+    for seed in (0, 1, 2):
+        config = replace(VARIANTS["baseline"].config, epochs=2, seed=seed, data_dir=str(tiny_synth_dir))
+        for framework, target in (("lightning", 0.6), ("keras", 0.6), ("keras[jax]", 0.4), ("keras[torch]", 0.6)):
+            run_experiment(framework, _fit_with_accuracy(target), config, runs_dir=runs)
+    records = list_records(runs)
+    assert sorted(r.run_key.split("-" + r.experiment.config_hash())[0] for r in records if r.config["seed"] == 0) == [
+        "keras", "keras-jax", "keras-torch", "lightning"]
+    (row,) = build_rows(records, margin=1.0)
+    assert set(row.differences) == {"keras", "keras[jax]", "keras[torch]"} and row.difference == row.differences["keras"]
+    assert row.differences["keras"]["diff"] == pytest.approx(0.0) and row.differences["keras[torch]"]["equivalent"]
+    assert row.differences["keras[jax]"]["diff"] > 5 and not row.differences["keras[jax]"]["equivalent"]
+    frameworks = ["lightning", "keras", "keras[jax]", "keras[torch]"]
+    columns = table_columns(frameworks)
+    cells = dict(zip(columns, table_cells(row, frameworks)))
+    assert cells["Δacc L−K [95% CI]"].startswith("+0.00") and cells["equivalence L−K[jax]"] != cells["equivalence"]
+    assert cells["Δacc L−K[jax] [95% CI]"].startswith("+") and "keras[torch] acc %" in cells
+    assert "| keras[jax] acc % |" in to_markdown([row], records)
+    header = to_csv([row]).splitlines()[0].split(",")
+    assert {"diff", "keras[jax]_diff", "keras[torch]_tost_p", "keras[jax]_n"} <= set(header)
+    assert set(__import__("json").loads(to_json([row], records))["rows"][0]["differences"]) == set(frameworks[1:])
+    # The test loss is the formula each framework computes (here softmax: the same for all).
+    assert {r.environment["loss_formula"] for r in records} == {"keras"} | {"probability"}
