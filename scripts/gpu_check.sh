@@ -165,7 +165,7 @@ export -f determinism
 stage "6 determinism" 75 determinism
 
 # -- 7. small compare ---------------------------------------------------------------------------------------
-stage "7 small compare" 60 "$PY" -m cli.main compare --frameworks lightning --accelerator "$ACCEL" \
+stage "7 small compare" 90 "$PY" -m cli.main compare --frameworks lightning --accelerator "$ACCEL" \
   --variants baseline,sgd-momentum --seeds 0 --epochs 2 --data-dir "$DATA/small" --runs-dir "$RUNS/compare_small"
 
 # The small outputs of the runs (records, tables, logs) go back with $OUT; checkpoints stay in $RUNS.
