@@ -85,9 +85,20 @@ for module, wheel in wanted.items():
     except ImportError:
         missing.append(wheel)
 print("installing from gpu_wheels/:", ", ".join(missing) if missing else "nothing (all present)")
-if missing:
+has_pip = subprocess.run([sys.executable, "-m", "pip", "--version"], capture_output=True).returncode == 0
+if missing and has_pip:
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--find-links",
                     "gpu_wheels", "--target", ".gpu_deps", "--upgrade", *missing], check=True)
+elif missing:  # no pip: a wheel is a zip of what goes into site-packages; unpack the matching ones
+    import glob, zipfile
+    tag = f"cp{sys.version_info.major}{sys.version_info.minor}"
+    for wheel in missing:
+        files = [f for f in glob.glob("gpu_wheels/*.whl") if f.split("/")[-1].lower().startswith(wheel.lower() + "-")
+                 and (f.endswith("-none-any.whl") or f"-{tag}-" in f)]
+        if not files:
+            sys.exit(f"no wheel for {wheel} ({tag}) in gpu_wheels/")
+        zipfile.ZipFile(files[0]).extractall(".gpu_deps")
+    print("  (pip absent: unpacked the wheels)")
 EOF
 }
 environment() {
