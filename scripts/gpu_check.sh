@@ -85,9 +85,20 @@ for module, wheel in wanted.items():
     except ImportError:
         missing.append(wheel)
 print("installing from gpu_wheels/:", ", ".join(missing) if missing else "nothing (all present)")
-if missing:
+has_pip = subprocess.run([sys.executable, "-m", "pip", "--version"], capture_output=True).returncode == 0
+if missing and has_pip:
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--find-links",
                     "gpu_wheels", "--target", ".gpu_deps", "--upgrade", *missing], check=True)
+elif missing:  # no pip: a wheel is a zip of what goes into site-packages; unpack the matching ones
+    import glob, zipfile
+    tag = f"cp{sys.version_info.major}{sys.version_info.minor}"
+    for wheel in missing:
+        files = [f for f in glob.glob("gpu_wheels/*.whl") if f.split("/")[-1].lower().startswith(wheel.lower() + "-")
+                 and (f.endswith("-none-any.whl") or f"-{tag}-" in f)]
+        if not files:
+            sys.exit(f"no wheel for {wheel} ({tag}) in gpu_wheels/")
+        zipfile.ZipFile(files[0]).extractall(".gpu_deps")
+    print("  (pip absent: unpacked the wheels)")
 EOF
 }
 environment() {
@@ -165,7 +176,7 @@ export -f determinism
 stage "6 determinism" 75 determinism
 
 # -- 7. small compare ---------------------------------------------------------------------------------------
-stage "7 small compare" 60 "$PY" -m cli.main compare --frameworks lightning --accelerator "$ACCEL" \
+stage "7 small compare" 90 "$PY" -m cli.main compare --frameworks lightning --accelerator "$ACCEL" \
   --variants baseline,sgd-momentum --seeds 0 --epochs 2 --data-dir "$DATA/small" --runs-dir "$RUNS/compare_small"
 
 # The small outputs of the runs (records, tables, logs) go back with $OUT; checkpoints stay in $RUNS.
