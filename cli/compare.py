@@ -1,5 +1,6 @@
 """`ftmed compare`: the study's grid of variants x frameworks x seeds, each run in its own process, then the
-comparison table and plots. Resumable: finished runs are skipped; Ctrl-C loses at most the runs in flight."""
+comparison table and plots. Resumable: finished runs are skipped, and a run interrupted or killed mid-training
+resumes from its last finished epoch. Several `compare` may share one runs folder (see `run_study`)."""
 
 from __future__ import annotations
 
@@ -46,15 +47,27 @@ def plan(variants, frameworks, seeds, epochs, dataset, size, data_dir, data_md5,
 
 
 def record_crash(job: Job, runtime, data_source: dict, runs_dir: Path, error: str) -> None:
-    """The worker died without writing a record (killed, out of memory): record the run as failed."""
-    from ftmed_core.records import new_record, read_record, write_record
+    """The worker died without writing a record (killed, out of memory): record the run as failed.
+
+    Only under the run's claim, and only where no record exists: a run another process has claimed (or
+    finished) meanwhile is left to it.
+    """
+    from ftmed_core.locks import run_lock_path, try_claim
+    from ftmed_core.records import RecordDamaged, new_record, read_record, write_record
 
     run_dir = runs_dir / job.run_key
-    if read_record(run_dir) is not None:
+    claimed = try_claim(run_lock_path(run_dir))
+    if claimed is None:
         return
-    record = new_record(job.framework, job.config, runtime, data_source)
-    record.status, record.error, record.finished_at = "failed", error, time.time()
-    write_record(run_dir, record)
+    with claimed:
+        try:
+            if read_record(run_dir) is not None:
+                return
+        except RecordDamaged:
+            return  # the next compare moves it aside and redoes it
+        record = new_record(job.framework, job.config, runtime, data_source)
+        record.status, record.error, record.finished_at = "failed", error, time.time()
+        write_record(run_dir, record)
 
 
 def compare(
@@ -77,10 +90,10 @@ def compare(
     """Run variants x frameworks x seeds (resumable) and write the cross-framework comparison."""
     from cli.build import parse_int_list
     from cli.data import progress_bar
-    from ftmed_core.config import RuntimeConfig
+    from ftmed_core.config import MAX_SEED, RuntimeConfig
     from ftmed_core.data import ensure_data, load_npz, prepare
     from ftmed_core.errors import ConfigError
-    from ftmed_core.records import FRAMEWORKS, read_record
+    from ftmed_core.records import FRAMEWORKS
     from ftmed_core.report import render
     from ftmed_core.runner import data_summary, resolve_threads
     from ftmed_core.variants import select_variants
@@ -93,8 +106,8 @@ def compare(
     seed_list = parse_int_list(seeds, "seeds")
     if jobs < 1:
         raise ConfigError(f"--jobs must be >= 1, got {jobs}")
-    if any(s < 0 for s in seed_list):
-        raise ConfigError(f"seeds must be >= 0, got {seeds}")
+    if any(not 0 <= s <= MAX_SEED for s in seed_list):
+        raise ConfigError(f"seeds must be integers from 0 to {MAX_SEED} (2**32 - 1), got {seeds}")
     if epochs is not None and epochs < 1:
         raise ConfigError(f"epochs must be >= 1, got {epochs}")
     runs_dir = Path(runs_dir)
@@ -115,17 +128,14 @@ def compare(
                             threads=per_job, progress=False, tensorboard=tensorboard)
     planned = plan(chosen, fws, seed_list, epochs, dataset, size, data_dir, raw.md5, runtime.precision)
     runs_dir.mkdir(parents=True, exist_ok=True)
-    todo = []
-    for job in planned:
-        existing = read_record(runs_dir / job.run_key)
-        if existing is None or not existing.finished:
-            todo.append(job)
-    typer.echo(f"{len(planned)} runs planned on {source['label']} ({len(planned) - len(todo)} already finished); "
-               f"{jobs} at a time, {per_job} thread(s) each")
-    run_all(todo, runtime, source, runs_dir, jobs)
+    run_study(planned, runtime, source, runs_dir, jobs, source["label"], per_job)
 
-    records = [r for r in (read_record(runs_dir / job.run_key) for job in planned) if r is not None]
-    outputs = render(runs_dir, records, margin)
+    from ftmed_core.locks import claim, report_lock_path
+
+    # One process writes the report files at a time, from the records as they are once it holds the lock.
+    with claim(report_lock_path(runs_dir)):
+        records = read_planned(planned, runs_dir)
+        outputs = render(runs_dir, records, margin)
     print_table(outputs["rows"], records)
     typer.echo(f"wrote {outputs['markdown']}, {outputs['csv'].name}, {outputs['json'].name}, "
                f"{len(outputs['plots'])} plots in {runs_dir / 'plots'}, "
@@ -136,8 +146,63 @@ def compare(
         raise typer.Exit(1)
 
 
-def run_all(todo: list[Job], runtime, source: dict, runs_dir: Path, jobs: int) -> None:
-    """Run `todo` in worker processes, `jobs` at a time, with an overall bar and per-run epoch bars."""
+def run_study(planned: list[Job], runtime, source: dict, runs_dir: Path, jobs: int, label: str, per_job: int) -> None:
+    """Train every planned run that no process has finished, skipping runs another process is training.
+
+    Several studies may share a runs folder: each run is claimed by one process (`ftmed_core.locks`).
+    Runs in flight elsewhere are skipped, then waited for once this study's own runs are done; if their
+    owner died meanwhile (the kernel drops its claim), they are trained here. A failed run is retried
+    once per `compare`, as before; a run another process failed while we waited is accepted as failed.
+    Damaged runs are moved aside (`<run>.damaged-<time>`) with one line each, and trained again.
+    """
+    from ftmed_core.locks import claim, holder, run_lock_path
+    from ftmed_core.runner import triage_runs
+
+    by_key = {job.run_key: job for job in planned}
+    candidates, first = list(by_key), True
+    while candidates:
+        state = triage_runs(runs_dir, candidates)
+        for line in state.damaged:
+            typer.echo(line, err=True)
+        retry = state.missing + (state.failed if first else [])
+        if first:
+            done = len(planned) - len(retry) - len(state.in_flight)
+            busy_text = f", {len(state.in_flight)} being trained by another process" if state.in_flight else ""
+            typer.echo(f"{len(planned)} runs planned on {label} ({done} already finished{busy_text}); "
+                       f"{jobs} at a time, {per_job} thread(s) each")
+        busy = run_all([by_key[k] for k in retry], runtime, source, runs_dir, jobs) or []
+        waiting = state.in_flight + [job.run_key for job in busy]
+        for key in waiting:
+            lock = run_lock_path(runs_dir / key)
+            typer.echo(f"waiting for {by_key[key].label}, trained by {holder(lock) or 'another process'}", err=True)
+            claim(lock).release()
+        candidates, first = waiting, False
+
+
+def read_planned(planned: list[Job], runs_dir: Path) -> list:
+    """The planned runs' records; a run damaged since it was trained is left out with one line."""
+    from ftmed_core.records import RecordDamaged, read_record
+
+    records = []
+    for job in planned:
+        try:
+            record = read_record(runs_dir / job.run_key)
+        except RecordDamaged as exc:
+            typer.echo(f"left out of the report: {exc}", err=True)
+            continue
+        if record is not None:
+            records.append(record)
+    return records
+
+
+BUSY_EXIT = 75  # cli.worker's exit code when another process has claimed the run (EX_TEMPFAIL)
+
+
+def run_all(todo: list[Job], runtime, source: dict, runs_dir: Path, jobs: int) -> list[Job]:
+    """Run `todo` in worker processes, `jobs` at a time, with an overall bar and per-run epoch bars.
+
+    Returns the jobs a worker found claimed by another process (not trained here, no record written).
+    """
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -146,6 +211,7 @@ def run_all(todo: list[Job], runtime, source: dict, runs_dir: Path, jobs: int) -
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeRemainingColumn(), console=console, disable=not interactive)
     pending = list(todo)
+    busy: list[Job] = []
     active: dict = {}  # Popen -> (job, task id)
     with progress:
         overall = progress.add_task("runs", total=len(todo))
@@ -179,6 +245,10 @@ def run_all(todo: list[Job], runtime, source: dict, runs_dir: Path, jobs: int) -
                     del active[proc]
                     progress.remove_task(task)
                     progress.advance(overall)
+                    if proc.returncode == BUSY_EXIT:
+                        busy.append(job)
+                        console.print(f"skipped {job.label}: another process is training it", highlight=False)
+                        continue
                     if proc.returncode != 0:
                         tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
                         record_crash(job, runtime, source, runs_dir,
@@ -194,6 +264,7 @@ def run_all(todo: list[Job], runtime, source: dict, runs_dir: Path, jobs: int) -
                 except subprocess.TimeoutExpired:
                     proc.kill()
             raise
+    return busy
 
 
 def _read_lines(proc, buffer: list) -> list[str]:
@@ -211,9 +282,13 @@ def _read_lines(proc, buffer: list) -> list[str]:
 
 
 def _report_done(console, job: Job, runs_dir: Path) -> None:
-    from ftmed_core.records import read_record
+    from ftmed_core.records import RecordDamaged, read_record
 
-    record = read_record(runs_dir / job.run_key)
+    try:
+        record = read_record(runs_dir / job.run_key)
+    except RecordDamaged as exc:
+        console.print(f"FAILED {job.label}: {exc}", highlight=False)
+        return
     if record is not None and record.finished:
         console.print(f"done   {job.label}: test acc {100 * record.test['accuracy']:.2f} %, "
                       f"{record.training_seconds:.1f} s", highlight=False)

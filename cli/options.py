@@ -45,4 +45,14 @@ DevicesOpt = Annotated[int, typer.Option("--devices", help="Devices (GPUs or CPU
 StrategyOpt = Annotated[str, typer.Option("--strategy", help="Lightning strategy: auto, ddp, ddp_spawn, ...")]
 PrecisionOpt = Annotated[Precision, typer.Option("--precision", help="32 (parity), or mixed precision on GPU.")]
 ThreadsOpt = Annotated[int, typer.Option("--threads", help="Intra-op threads per run; 0 = ftmed decides.")]
-MarginOpt = Annotated[float, typer.Option("--margin", help="Equivalence margin in accuracy percentage points.")]
+def _check_margin(margin: float) -> float:
+    from ftmed_core.report import check_margin
+
+    try:
+        return check_margin(margin)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+MarginOpt = Annotated[float, typer.Option("--margin", callback=_check_margin,
+                                          help="Equivalence margin in accuracy percentage points (finite, > 0).")]

@@ -27,6 +27,23 @@ DEFAULT_MARGIN = 1.0  # percentage points of test accuracy
 ALPHA = 0.05
 
 
+def check_margin(margin) -> float:
+    """The equivalence margin as a float; ConfigError unless it is a finite number > 0 (percentage points).
+
+    An infinite margin makes every pair "equivalent", and zero, negative or NaN margins make TOST's
+    verdict meaningless.
+    """
+    from ftmed_core.errors import ConfigError
+
+    try:
+        value = float(margin)
+    except (TypeError, ValueError):
+        raise ConfigError(f"equivalence margin must be a number of percentage points, got {margin!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"equivalence margin must be a finite number > 0 (percentage points), got {margin!r}")
+    return value
+
+
 @dataclass
 class FrameworkCell:
     framework: str
@@ -104,6 +121,7 @@ def _paired_accuracies(records: list[RunRecord]) -> tuple[list, list, str]:
 
 
 def build_rows(records: list[RunRecord], margin: float = DEFAULT_MARGIN, baseline: str = "baseline") -> list[Row]:
+    margin = check_margin(margin)
     groups: dict[tuple[str, str], list[RunRecord]] = {}
     order: list[tuple[str, str]] = []
     for record in records:
