@@ -19,6 +19,7 @@ from cli.options import (
     AcceleratorOpt, DataDirOpt, DatasetOpt, DevicesOpt, EpochsOpt, MarginOpt, PrecisionOpt, RunsDirOpt,
     SizeOpt, ThreadsOpt, value,
 )
+from cli.worker import BUSY_EXIT  # the worker's exit code for a run another process has claimed
 
 
 @dataclass
@@ -130,12 +131,10 @@ def compare(
     runs_dir.mkdir(parents=True, exist_ok=True)
     run_study(planned, runtime, source, runs_dir, jobs, source["label"], per_job)
 
-    from ftmed_core.locks import claim, report_lock_path
-
-    # One process writes the report files at a time, from the records as they are once it holds the lock.
-    with claim(report_lock_path(runs_dir)):
-        records = read_planned(planned, runs_dir)
-        outputs = render(runs_dir, records, margin)
+    records = read_planned(planned, runs_dir)
+    outputs = render(runs_dir, records, margin)  # one process at a time writes a folder's report (a lock)
+    for exc in outputs["damaged"]:
+        typer.echo(f"left out of the report: {exc}", err=True)
     print_table(outputs["rows"], records)
     typer.echo(f"wrote {outputs['markdown']}, {outputs['csv'].name}, {outputs['json'].name}, "
                f"{len(outputs['plots'])} plots in {runs_dir / 'plots'}, "
@@ -143,6 +142,7 @@ def compare(
     failed = [r for r in records if not r.finished]
     if failed:
         typer.echo(f"{len(failed)} run(s) failed; see the table's 'Failed runs' list", err=True)
+    if failed or outputs["damaged"] or len(records) < len(planned):
         raise typer.Exit(1)
 
 
@@ -195,7 +195,6 @@ def read_planned(planned: list[Job], runs_dir: Path) -> list:
     return records
 
 
-BUSY_EXIT = 75  # cli.worker's exit code when another process has claimed the run (EX_TEMPFAIL)
 
 
 def run_all(todo: list[Job], runtime, source: dict, runs_dir: Path, jobs: int) -> list[Job]:
@@ -296,8 +295,8 @@ def _report_done(console, job: Job, runs_dir: Path) -> None:
         console.print(f"FAILED {job.label}: {record.error if record else 'no record written'}", highlight=False)
 
 
-def print_table(rows, records) -> None:
-    """A compact terminal view; comparison.md/.csv carry every column."""
+def print_table(rows, records, heading: str | None = None) -> None:
+    """A compact terminal view; comparison.md/.csv carry every column. `heading` names the data file."""
     from rich.console import Console
     from rich.table import Table
 
@@ -308,7 +307,7 @@ def print_table(rows, records) -> None:
     keep = ["variant", "study acc %", *(f"{fw} acc %" for fw in frameworks), *(f"{fw} s/epoch" for fw in frameworks),
             "Δacc L−K [95% CI]", "equivalence", "vs baseline (pooled)"]
     index = [columns.index(c) for c in keep if c in columns]
-    table = Table(title=title(records), title_justify="left")
+    table = Table(title=title(records) + (f" -- {heading}" if heading else ""), title_justify="left")
     for i in index:
         table.add_column(columns[i], overflow="fold")
     for row in rows:

@@ -98,11 +98,11 @@ def try_claim(path: str | Path, stamp: bool = True) -> Claim | None:
     return Claim(path, fd)
 
 
-def claim(path: str | Path, timeout: float | None = None, poll: float = 0.2) -> Claim:
+def claim(path: str | Path, timeout: float | None = None, poll: float = 0.2, stamp: bool = True) -> Claim:
     """Claim `path`, waiting for the holder to release it (or die); TimeoutError after `timeout` seconds."""
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
-        held = try_claim(path)
+        held = try_claim(path, stamp)
         if held is not None:
             return held
         if deadline is not None and time.monotonic() >= deadline:

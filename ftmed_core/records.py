@@ -252,9 +252,15 @@ def record_from_payload(payload: Any, path: Path) -> RunRecord:
         if not isinstance(test, dict) or not _finite_number(test.get("accuracy")) \
                 or not 0.0 <= test["accuracy"] <= 1.0:
             raise RecordDamaged(path, "finished, but 'test.accuracy' is missing or not a number in [0, 1]")
+        for key in ("auc", "loss"):
+            if test.get(key) is not None and not isinstance(test[key], (int, float)):
+                raise RecordDamaged(path, f"finished, but 'test.{key}' is not a number")
         history = payload.get("history")
-        if not isinstance(history, dict) or not all(isinstance(v, list) for v in history.values()):
-            raise RecordDamaged(path, "finished, but 'history' is not a mapping of per-epoch lists")
+        if not isinstance(history, dict) or not all(
+                isinstance(history.get(k), list)
+                and all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in history[k])
+                for k in HISTORY_KEYS):
+            raise RecordDamaged(path, f"finished, but 'history' lacks per-epoch number lists for {', '.join(HISTORY_KEYS)}")
         if not _finite_number(payload.get("training_seconds")):
             raise RecordDamaged(path, "finished, but 'training_seconds' is missing")
     return RunRecord.from_dict(payload)
