@@ -8,7 +8,11 @@ Layout of `runs/<run_key>/`:
   test_logits.npy          pre-activation test outputs, float32 (N, n_classes)
   test_labels.npy          the test labels they are scored against (so reports need no data file)
   history.csv              per-epoch history under the shared keys
-  framework files          checkpoints, CSV logs, saved models (the adapter's own)
+  framework files          checkpoints, CSV logs, saved models, per-epoch resume state (the adapter's own)
+
+Beside the run directories: `.locks/` (claims, `ftmed_core.locks`), and runs moved aside --
+`<run_key>.replaced-<time>` (a forced rerun) and `<run_key>.damaged-<time>` (a damaged record or array,
+`RecordDamaged`) -- which are kept but never reported.
 
 The run key is `<framework>-<config hash>-<data md5[:8]>-s<seed>[-<precision>]`: the same experiment on
 the same data file is the same run, wherever the file lies and whatever the variant is called.

@@ -10,6 +10,9 @@ What we change, and why:
   from a variable a callback sets (`CoreBatches`). `fit(shuffle=True)` draws an order that cannot be
   handed to torch, and with a global seed it reuses one permutation every epoch.
 - Weights start from the core's numbers (see model.py); seeds, threads, op determinism are explicit.
+- Resume: `EpochState` saves weights, optimizer variables, epoch and history after every epoch; a rerun in
+  the same run directory restores them and passes `initial_epoch` to `fit`, bitwise identical to an
+  uninterrupted run on CPU (tests/test_resume.py).
 """
 
 from __future__ import annotations

@@ -18,6 +18,10 @@ Trainer settings come from `RuntimeConfig` only. Notes on the choices:
   `runtime.progress` (None: when stderr is a terminal).
 - outputs in the run directory: `csv/` (CSVLogger), `checkpoints/last.ckpt` and `checkpoints/best-*.ckpt`
   (best val_acc), `lightning_history.json`.
+- resume: last.ckpt is saved at the end of every training epoch and holds the full training state plus the
+  history; a rerun in the same run directory resumes from it (`resumable_checkpoint`), bitwise identical
+  to an uninterrupted run on CPU (tests/test_resume.py). `csv/metrics.csv` then covers the epochs since the
+  resume (the record's history covers all). Checkpoints are read with `weights_only=True`.
 """
 
 from __future__ import annotations
