@@ -228,10 +228,10 @@ def run_all(todo: list[Job], runtime, source: dict, runs_dir: Path, jobs: int) -
                                                 stdout=subprocess.PIPE, stderr=log, text=True, bufsize=1)
                     os.set_blocking(proc.stdout.fileno(), False)
                     task = progress.add_task(f"  {job.label}", total=job.config.epochs)
-                    active[proc] = (job, task, [], log_path)
+                    active[proc] = (job, task, [], log_path, {})
                 time.sleep(0.2)
                 for proc in list(active):
-                    job, task, buffer, log_path = active[proc]
+                    job, task, buffer, log_path, done = active[proc]
                     for line in _read_lines(proc, buffer):
                         try:
                             event = json.loads(line)
@@ -239,6 +239,8 @@ def run_all(todo: list[Job], runtime, source: dict, runs_dir: Path, jobs: int) -
                             continue
                         if event.get("event") == "epoch":
                             progress.update(task, completed=event["epoch"])
+                        elif event.get("event") == "done":
+                            done.update(event)
                     if proc.poll() is None:
                         continue
                     del active[proc]
@@ -253,7 +255,7 @@ def run_all(todo: list[Job], runtime, source: dict, runs_dir: Path, jobs: int) -
                         record_crash(job, runtime, source, runs_dir,
                                      f"worker process died (exit code {proc.returncode}): {tail[0]} "
                                      f"(log: {log_path})")
-                    _report_done(console, job, runs_dir)
+                    _report_done(console, job, runs_dir, bool(done.get("reused")))
         except KeyboardInterrupt:
             for proc in active:
                 proc.terminate()
@@ -280,7 +282,7 @@ def _read_lines(proc, buffer: list) -> list[str]:
     return [line for line in lines[:-1] if line.strip()]
 
 
-def _report_done(console, job: Job, runs_dir: Path) -> None:
+def _report_done(console, job: Job, runs_dir: Path, reused: bool = False) -> None:
     from ftmed_core.records import RecordDamaged, read_record
 
     try:
@@ -288,7 +290,9 @@ def _report_done(console, job: Job, runs_dir: Path) -> None:
     except RecordDamaged as exc:
         console.print(f"FAILED {job.label}: {exc}", highlight=False)
         return
-    if record is not None and record.finished:
+    if record is not None and record.finished and reused:
+        console.print(f"reused {job.label}: finished by another process meanwhile", highlight=False)
+    elif record is not None and record.finished:
         console.print(f"done   {job.label}: test acc {100 * record.test['accuracy']:.2f} %, "
                       f"{record.training_seconds:.1f} s", highlight=False)
     else:

@@ -4,7 +4,7 @@ Each framework trains in a fresh process so that TensorFlow and torch never shar
 GPU, and each run is timed on its own. The thread budget arrives in the job and is set in the environment
 before either framework is imported. Progress goes to stdout as JSON lines:
   {"event": "epoch", "epoch": 3, "total": 20, ...history values}
-  {"event": "done", "status": "finished" | "failed", "run_key": ..., "error": ...}
+  {"event": "done", "status": "finished" | "failed", "run_key": ..., "error": ..., "reused": bool}
 Exit code BUSY_EXIT (75) means another process holds the run's claim: nothing was trained or written.
 If the parent `compare` dies, the worker trains on (its progress lines go nowhere) and writes its record.
 """
@@ -55,7 +55,10 @@ def main(argv: list[str]) -> int:
     except RunInProgress as exc:  # another study claimed this run first; `compare` waits for it
         print(f"skipped: {exc}", file=sys.stderr)
         return BUSY_EXIT
-    emit({"event": "done", "status": record.status, "run_key": record.run_key, "error": record.error})
+    # A finished run another process completed just before this one claimed it is reused, not retrained.
+    reused = record.environment.get("pid") != os.getpid()
+    emit({"event": "done", "status": record.status, "run_key": record.run_key, "error": record.error,
+          "reused": reused})
     return 0
 
 

@@ -387,4 +387,5 @@ def base_environment() -> dict:
         "numpy": np.__version__,
         "git_commit": git_commit(),
         "hostname": platform.node(),
+        "pid": os.getpid(),  # which process trained the run (tells a reused record from a fresh one)
     }

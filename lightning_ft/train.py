@@ -21,7 +21,8 @@ Trainer settings come from `RuntimeConfig` only. Notes on the choices:
 - resume: last.ckpt is saved at the end of every training epoch and holds the full training state plus the
   history; a rerun in the same run directory resumes from it (`resumable_checkpoint`), bitwise identical
   to an uninterrupted run on CPU (tests/test_resume.py). `csv/metrics.csv` then covers the epochs since the
-  resume (the record's history covers all). Checkpoints are read with `weights_only=True`.
+  resume, `csv/metrics-before-epoch-N.csv` the ones before (the record's history covers all). Checkpoints
+  are read with `weights_only=True`.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ _QUIET_LOGGERS = ("lightning.pytorch", "lightning.fabric", "lightning")
 _QUIET_WARNINGS = (
     r".*does not have many workers.*",
     r".*Checkpoint directory .* exists and is not empty.*",
+    r".*Experiment logs directory .* exists and is not empty.*",  # a resumed run; its old metrics.csv is kept
     r".*`isinstance\(treespec, LeafSpec\)` is deprecated.*",
     r".*GPU available but not used.*",
     r".*The number of training batches .* is smaller than the logging interval.*",
@@ -197,6 +199,10 @@ def fit(config: ExperimentConfig, runtime: RuntimeConfig, data: ExperimentData, 
     progress = sys.stderr.isatty() if runtime.progress is None else runtime.progress
     history_path = run_dir / HISTORY_FILE
     resume_from = resumable_checkpoint(run_dir, config, data.input_dim, data.n_classes)
+    metrics_csv = run_dir / "csv" / "metrics.csv"
+    if _is_writer() and resume_from is not None and metrics_csv.is_file():
+        # CSVLogger starts metrics.csv afresh; keep the epochs logged before the kill beside it.
+        metrics_csv.replace(metrics_csv.with_name(f"metrics-before-epoch-{resume_from[1] + 1}.csv"))
     if _is_writer() and resume_from is None:
         # Leftovers of an earlier failed or interrupted attempt in this run directory must not be read
         # back (history) or mistaken for this run's checkpoints and logs.
