@@ -109,6 +109,23 @@ def test_a_run_claimed_elsewhere_is_not_trained_twice(tmp_path, tiny_synth_dir):
     assert not list(tmp_path.glob("*.replaced-*"))
 
 
+def test_train_of_a_run_in_flight_is_one_line(tmp_path, tiny_synth_dir):
+    from ftmed_core.data import load_experiment_data
+    from ftmed_core.runner import data_summary
+
+    config = ExperimentConfig(data_dir=str(tiny_synth_dir), epochs=1)
+    runs = tmp_path / "runs"
+    from ftmed_core.records import run_key
+
+    key = run_key("lightning", config, data_summary(load_experiment_data(config))["md5"])
+    with locks.try_claim(locks.run_lock_path(runs / key)):
+        result = invoke("train", "-f", "lightning", "--epochs", "1", "--data-dir", tiny_synth_dir,
+                        "--runs-dir", runs, "--threads", "1")
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert result.exit_code == 2 and len(lines) == 1 and "being trained by another process" in lines[0]
+    assert not (runs / key).exists()
+
+
 # ------------------------------------------------------------------------------------------------ kills
 
 
@@ -312,13 +329,16 @@ def test_an_unreadable_lightning_checkpoint_is_moved_aside_and_the_run_starts_ov
     assert list(tmp_path.glob("run/checkpoints.unusable-*/last.ckpt"))
 
 
-def test_load_checkpoint_refuses_pickled_code(tmp_path):
+def test_load_checkpoint_refuses_pickled_code(tmp_path, monkeypatch):
+    """`weights_only=True` is passed explicitly: with torch's old default (False before torch 2.6, which
+    the environment variable below restores for calls that leave it unset) the object would be unpickled."""
     import pickle
 
     import torch
 
     from lightning_ft.train import load_checkpoint
 
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     path = tmp_path / "evil.ckpt"
     torch.save({"state_dict": {}, "hyper_parameters": {}, "payload": ConfigError("arbitrary object")}, path)
     with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
