@@ -164,7 +164,8 @@ def run_study(planned: list[Job], runtime, source: dict, runs_dir: Path, jobs: i
         state = triage_runs(runs_dir, candidates)
         for line in state.damaged:
             typer.echo(line, err=True)
-        retry = state.missing + (state.failed if first else [])
+        retry = set(state.missing + (state.failed if first else []))
+        retry = [key for key in candidates if key in retry]  # in the planned order
         if first:
             done = len(planned) - len(retry) - len(state.in_flight)
             busy_text = f", {len(state.in_flight)} being trained by another process" if state.in_flight else ""
@@ -175,7 +176,7 @@ def run_study(planned: list[Job], runtime, source: dict, runs_dir: Path, jobs: i
         for key in waiting:
             lock = run_lock_path(runs_dir / key)
             typer.echo(f"waiting for {by_key[key].label}, trained by {holder(lock) or 'another process'}", err=True)
-            claim(lock).release()
+            claim(lock, stamp=False).release()  # returns once the owner is done (or dead)
         candidates, first = waiting, False
 
 

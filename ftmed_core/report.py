@@ -354,10 +354,9 @@ def data_groups(records: list[RunRecord]) -> list[list[RunRecord]]:
 
 
 def data_heading(records: list[RunRecord]) -> str:
-    """'data file NAME (MD5 0123abcd)' for one data group."""
+    """'data file PATH (MD5 0123abcd)' for one data group (the path the first of its runs read)."""
     data = records[0].data
-    name = Path(str(data.get("path") or data.get("label") or "?")).name
-    return f"data file {name} (MD5 {str(data.get('md5') or '?')[:8]})"
+    return f"data file {data.get('path') or data.get('label') or '?'} (MD5 {str(data.get('md5') or '?')[:8]})"
 
 
 def _usable(records: list[RunRecord], runs_dir: Path) -> tuple[list[RunRecord], list]:

@@ -28,6 +28,7 @@ Trainer settings come from `RuntimeConfig` only. Notes on the choices:
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import logging
 import os
@@ -237,8 +238,11 @@ def fit(config: ExperimentConfig, runtime: RuntimeConfig, data: ExperimentData, 
         # Resuming restores weights, optimizer state (step counters included), the epoch counter (the
         # core's batch order is a function of seed and epoch, so the next epoch's order follows), the
         # checkpoint callback's best score, and the history so far (_HistoryInCheckpoint).
+        # weights_only=True where Lightning takes it (>= 2.6); older ones load with torch's default, after
+        # resumable_checkpoint has already loaded the file with weights_only=True.
+        safe = {"weights_only": True} if "weights_only" in inspect.signature(trainer.fit).parameters else {}
         trainer.fit(system, datamodule=MedMNISTDataModule(data, config),
-                    ckpt_path=str(resume_from[0]) if resume_from else None, weights_only=True)
+                    ckpt_path=str(resume_from[0]) if resume_from else None, **safe)
         training_seconds = time.perf_counter() - started
 
     rows = system.history if not spawned else json.loads(history_path.read_text())
@@ -286,6 +290,10 @@ def _is_writer() -> bool:
 def load_checkpoint(path: str | Path, map_location: str = "cpu") -> torch.nn.Sequential:
     """The model stored in a Lightning checkpoint written by `fit` (e.g. `checkpoints/last.ckpt`)."""
     # weights_only=True: unpickle tensors and plain containers only, whatever torch's default is (it was
-    # False before torch 2.6, which pyproject allows). Its warnings are not muted here.
-    system = MLPSystem.load_from_checkpoint(str(path), map_location=map_location, weights_only=True)
+    # False before torch 2.6, which pyproject allows). Loaded here rather than by
+    # `MLPSystem.load_from_checkpoint`, which takes weights_only only from Lightning 2.6 on. Warnings stay visible.
+    checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    hp = checkpoint["hyper_parameters"]
+    system = MLPSystem(hp["config"], hp["input_dim"], hp["n_classes"])
+    system.load_state_dict(checkpoint["state_dict"])
     return system.model

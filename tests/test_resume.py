@@ -127,3 +127,14 @@ def test_keras_run_killed_after_epoch_2_resumes_bitwise(tiny_data, tmp_path):
                           capture_output=True, text=True, env=env, timeout=300)
     assert "IDENTICAL" in proc.stdout, proc.stderr[-2000:]
     assert int(proc.stdout.split()[-1]) > 0
+
+
+def test_an_unreadable_keras_state_is_moved_aside_and_the_run_starts_over(tiny_data, tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "keras_state.npz").write_bytes(b"PK\x03\x04 truncated by a full disk")
+    code, out = _child("keras", tiny_data, 0, run_dir)
+    assert code == 0 and out[0]["status"] == "finished", out
+    assert out[0]["epochs_trained_here"] == [1, 2, 3, 4] and out[0]["environment"]["resumed_after_epoch"] == "0"
+    assert len(list(run_dir.glob("keras_state.npz.unusable-*"))) == 1
+    assert not (run_dir / "keras_state.npz").exists()  # removed once model.keras holds the finished model
