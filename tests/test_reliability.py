@@ -126,6 +126,24 @@ def test_train_of_a_run_in_flight_is_one_line(tmp_path, tiny_synth_dir):
     assert not (runs / key).exists()
 
 
+def test_reports_are_written_by_one_process_at_a_time(tmp_path, tiny_synth_dir):
+    import threading
+
+    from ftmed_core.report import render
+
+    runs = tmp_path / "runs"
+    _populate(runs, tiny_synth_dir)
+    outputs = {}
+    with locks.try_claim(locks.report_lock_path(runs)):  # another process is writing the report
+        writer = threading.Thread(target=lambda: outputs.update(render(runs)))
+        writer.start()
+        writer.join(timeout=1.0)
+        assert writer.is_alive() and not (runs / "comparison.md").exists()
+    writer.join(timeout=60)
+    assert not writer.is_alive() and outputs["markdown"].is_file()
+    assert not locks.is_claimed(locks.report_lock_path(runs))
+
+
 # ------------------------------------------------------------------------------------------------ kills
 
 
