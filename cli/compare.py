@@ -1,5 +1,6 @@
 """`ftmed compare`: the study's grid of variants x frameworks x seeds, each run in its own process, then the
-comparison table and plots. Resumable: finished runs are skipped; Ctrl-C loses at most the runs in flight."""
+comparison table and plots. Resumable: finished runs are skipped, and a run interrupted or killed mid-training
+resumes from its last finished epoch. Several `compare` may share one runs folder (see `run_study`)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from cli.options import (
     AcceleratorOpt, CudaGraphsOpt, DataDirOpt, DatasetOpt, DevicesOpt, EpochsOpt, MarginOpt, PrecisionOpt,
     RunsDirOpt, ShuffleOpt, SizeOpt, StepsPerExecutionOpt, ThreadsOpt, value,
 )
+from cli.worker import BUSY_EXIT  # the worker's exit code for a run another process has claimed
 
 # Runs side by side on one GPU when --jobs is not given: the study's runs are launch-bound, so several
 # processes keep one GPU busy (benchmarks/gpu_speed.py and scripts/gpu_check.sh measure it); on CPU, 1.
@@ -68,15 +70,27 @@ def plan(variants, frameworks, seeds, epochs, dataset, size, data_dir, data_md5,
 
 
 def record_crash(job: Job, runtime, data_source: dict, runs_dir: Path, error: str) -> None:
-    """The worker died without writing a record (killed, out of memory): record the run as failed."""
-    from ftmed_core.records import new_record, read_record, write_record
+    """The worker died without writing a record (killed, out of memory): record the run as failed.
+
+    Only under the run's claim, and only where no record exists: a run another process has claimed (or
+    finished) meanwhile is left to it.
+    """
+    from ftmed_core.locks import run_lock_path, try_claim
+    from ftmed_core.records import RecordDamaged, new_record, read_record, write_record
 
     run_dir = runs_dir / job.run_key
-    if read_record(run_dir) is not None:
+    claimed = try_claim(run_lock_path(run_dir))
+    if claimed is None:
         return
-    record = new_record(job.framework, job.config, runtime, data_source)
-    record.status, record.error, record.finished_at = "failed", error, time.time()
-    write_record(run_dir, record)
+    with claimed:
+        try:
+            if read_record(run_dir) is not None:
+                return
+        except RecordDamaged:
+            return  # the next compare moves it aside and redoes it
+        record = new_record(job.framework, job.config, runtime, data_source)
+        record.status, record.error, record.finished_at = "failed", error, time.time()
+        write_record(run_dir, record)
 
 
 def compare(
@@ -102,11 +116,10 @@ def compare(
     """Run variants x frameworks x seeds (resumable) and write the cross-framework comparison."""
     from cli.build import parse_int_list
     from cli.data import progress_bar
-    from ftmed_core.config import RuntimeConfig
+    from ftmed_core.config import MAX_SEED, RuntimeConfig
     from ftmed_core.data import ensure_data, load_npz, prepare
     from ftmed_core.errors import ConfigError
     from ftmed_core.frameworks import parse_frameworks
-    from ftmed_core.records import read_record
     from ftmed_core.report import render
     from ftmed_core.runner import data_summary, resolve_threads
     from ftmed_core.variants import select_variants
@@ -122,8 +135,8 @@ def compare(
         jobs = default_jobs(value(accelerator), devices)
     if jobs < 1:
         raise ConfigError(f"--jobs must be >= 1, got {jobs}")
-    if any(s < 0 for s in seed_list):
-        raise ConfigError(f"seeds must be >= 0, got {seeds}")
+    if any(not 0 <= s <= MAX_SEED for s in seed_list):
+        raise ConfigError(f"seeds must be integers from 0 to {MAX_SEED} (2**32 - 1), got {seeds}")
     if epochs is not None and epochs < 1:
         raise ConfigError(f"epochs must be >= 1, got {epochs}")
     runs_dir = Path(runs_dir)
@@ -146,17 +159,12 @@ def compare(
     planned = plan(chosen, fws, seed_list, epochs, dataset, size, data_dir, raw.md5, runtime.precision,
                    value(shuffle))
     runs_dir.mkdir(parents=True, exist_ok=True)
-    todo = []
-    for job in planned:
-        existing = read_record(runs_dir / job.run_key)
-        if existing is None or not existing.finished:
-            todo.append(job)
-    typer.echo(f"{len(planned)} runs planned on {source['label']} ({len(planned) - len(todo)} already finished); "
-               f"{jobs} at a time, {per_job} thread(s) each")
-    run_all(todo, runtime, source, runs_dir, jobs)
+    run_study(planned, runtime, source, runs_dir, jobs, source["label"], per_job)
 
-    records = [r for r in (read_record(runs_dir / job.run_key) for job in planned) if r is not None]
-    outputs = render(runs_dir, records, margin)
+    records = read_planned(planned, runs_dir)
+    outputs = render(runs_dir, records, margin)  # one process at a time writes a folder's report (a lock)
+    for exc in outputs["damaged"]:
+        typer.echo(f"left out of the report: {exc}", err=True)
     print_table(outputs["rows"], records, margin)
     typer.echo(f"wrote {outputs['markdown']}, {outputs['csv'].name}, {outputs['json'].name}, "
                f"{len(outputs['plots'])} plots in {runs_dir / 'plots'}, "
@@ -164,11 +172,67 @@ def compare(
     failed = [r for r in records if not r.finished]
     if failed:
         typer.echo(f"{len(failed)} run(s) failed; see the table's 'Failed runs' list", err=True)
+    if failed or outputs["damaged"] or len(records) < len(planned):
         raise typer.Exit(1)
 
 
-def run_all(todo: list[Job], runtime, source: dict, runs_dir: Path, jobs: int) -> None:
-    """Run `todo` in worker processes, `jobs` at a time, with an overall bar and per-run epoch bars."""
+def run_study(planned: list[Job], runtime, source: dict, runs_dir: Path, jobs: int, label: str, per_job: int) -> None:
+    """Train every planned run that no process has finished, skipping runs another process is training.
+
+    Several studies may share a runs folder: each run is claimed by one process (`ftmed_core.locks`).
+    Runs in flight elsewhere are skipped, then waited for once this study's own runs are done; if their
+    owner died meanwhile (the kernel drops its claim), they are trained here. A failed run is retried
+    once per `compare`, as before; a run another process failed while we waited is accepted as failed.
+    Damaged runs are moved aside (`<run>.damaged-<time>`) with one line each, and trained again.
+    """
+    from ftmed_core.locks import claim, holder, run_lock_path
+    from ftmed_core.runner import triage_runs
+
+    by_key = {job.run_key: job for job in planned}
+    candidates, first = list(by_key), True
+    while candidates:
+        state = triage_runs(runs_dir, candidates)
+        for line in state.damaged:
+            typer.echo(line, err=True)
+        retry = set(state.missing + (state.failed if first else []))
+        retry = [key for key in candidates if key in retry]  # in the planned order
+        if first:
+            done = len(planned) - len(retry) - len(state.in_flight)
+            busy_text = f", {len(state.in_flight)} being trained by another process" if state.in_flight else ""
+            typer.echo(f"{len(planned)} runs planned on {label} ({done} already finished{busy_text}); "
+                       f"{jobs} at a time, {per_job} thread(s) each")
+        busy = run_all([by_key[k] for k in retry], runtime, source, runs_dir, jobs) or []
+        waiting = state.in_flight + [job.run_key for job in busy]
+        for key in waiting:
+            lock = run_lock_path(runs_dir / key)
+            typer.echo(f"waiting for {by_key[key].label}, trained by {holder(lock) or 'another process'}", err=True)
+            claim(lock, stamp=False).release()  # returns once the owner is done (or dead)
+        candidates, first = waiting, False
+
+
+def read_planned(planned: list[Job], runs_dir: Path) -> list:
+    """The planned runs' records; a run damaged since it was trained is left out with one line."""
+    from ftmed_core.records import RecordDamaged, read_record
+
+    records = []
+    for job in planned:
+        try:
+            record = read_record(runs_dir / job.run_key)
+        except RecordDamaged as exc:
+            typer.echo(f"left out of the report: {exc}", err=True)
+            continue
+        if record is not None:
+            records.append(record)
+    return records
+
+
+
+
+def run_all(todo: list[Job], runtime, source: dict, runs_dir: Path, jobs: int) -> list[Job]:
+    """Run `todo` in worker processes, `jobs` at a time, with an overall bar and per-run epoch bars.
+
+    Returns the jobs a worker found claimed by another process (not trained here, no record written).
+    """
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -177,6 +241,7 @@ def run_all(todo: list[Job], runtime, source: dict, runs_dir: Path, jobs: int) -
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeRemainingColumn(), console=console, disable=not interactive)
     pending = list(todo)
+    busy: list[Job] = []
     active: dict = {}  # Popen -> (job, task id)
     with progress:
         overall = progress.add_task("runs", total=len(todo))
@@ -194,10 +259,10 @@ def run_all(todo: list[Job], runtime, source: dict, runs_dir: Path, jobs: int) -
                                                 stdout=subprocess.PIPE, stderr=log, text=True, bufsize=1)
                     os.set_blocking(proc.stdout.fileno(), False)
                     task = progress.add_task(f"  {job.label}", total=job.config.epochs)
-                    active[proc] = (job, task, [], log_path)
+                    active[proc] = (job, task, [], log_path, {})
                 time.sleep(0.2)
                 for proc in list(active):
-                    job, task, buffer, log_path = active[proc]
+                    job, task, buffer, log_path, done = active[proc]
                     for line in _read_lines(proc, buffer):
                         try:
                             event = json.loads(line)
@@ -205,17 +270,23 @@ def run_all(todo: list[Job], runtime, source: dict, runs_dir: Path, jobs: int) -
                             continue
                         if event.get("event") == "epoch":
                             progress.update(task, completed=event["epoch"])
+                        elif event.get("event") == "done":
+                            done.update(event)
                     if proc.poll() is None:
                         continue
                     del active[proc]
                     progress.remove_task(task)
                     progress.advance(overall)
+                    if proc.returncode == BUSY_EXIT:
+                        busy.append(job)
+                        console.print(f"skipped {job.label}: another process is training it", highlight=False)
+                        continue
                     if proc.returncode != 0:
                         tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
                         record_crash(job, runtime, source, runs_dir,
                                      f"worker process died (exit code {proc.returncode}): {tail[0]} "
                                      f"(log: {log_path})")
-                    _report_done(console, job, runs_dir)
+                    _report_done(console, job, runs_dir, bool(done.get("reused")))
         except KeyboardInterrupt:
             for proc in active:
                 proc.terminate()
@@ -225,6 +296,7 @@ def run_all(todo: list[Job], runtime, source: dict, runs_dir: Path, jobs: int) -
                 except subprocess.TimeoutExpired:
                     proc.kill()
             raise
+    return busy
 
 
 def _read_lines(proc, buffer: list) -> list[str]:
@@ -241,19 +313,26 @@ def _read_lines(proc, buffer: list) -> list[str]:
     return [line for line in lines[:-1] if line.strip()]
 
 
-def _report_done(console, job: Job, runs_dir: Path) -> None:
-    from ftmed_core.records import read_record
+def _report_done(console, job: Job, runs_dir: Path, reused: bool = False) -> None:
+    from ftmed_core.records import RecordDamaged, read_record
 
-    record = read_record(runs_dir / job.run_key)
-    if record is not None and record.finished:
+    try:
+        record = read_record(runs_dir / job.run_key)
+    except RecordDamaged as exc:
+        console.print(f"FAILED {job.label}: {exc}", highlight=False)
+        return
+    if record is not None and record.finished and reused:
+        console.print(f"reused {job.label}: finished by another process meanwhile", highlight=False)
+    elif record is not None and record.finished:
         console.print(f"done   {job.label}: test acc {100 * record.test['accuracy']:.2f} %, "
                       f"{record.training_seconds:.1f} s", highlight=False)
     else:
         console.print(f"FAILED {job.label}: {record.error if record else 'no record written'}", highlight=False)
 
 
-def print_table(rows, records, margin: float = 1.0) -> None:
-    """A compact terminal view; comparison.md/.csv carry every column. Under it, the seed-count advice."""
+def print_table(rows, records, margin: float = 1.0, heading: str | None = None) -> None:
+    """A compact terminal view; comparison.md/.csv carry every column. `heading` names the data file.
+    Under it, the seed-count advice."""
     from rich.console import Console
     from rich.table import Table
 
@@ -268,7 +347,7 @@ def print_table(rows, records, margin: float = 1.0) -> None:
             *(c for fw in compared_with_lightning(frameworks) for c in difference_columns(fw)),
             *vs_baseline_columns(frameworks)]
     index = [columns.index(c) for c in keep if c in columns]
-    table = Table(title=title(records), title_justify="left")
+    table = Table(title=title(records) + (f" -- {heading}" if heading else ""), title_justify="left")
     for i in index:
         table.add_column(columns[i], overflow="fold")
     for row in rows:

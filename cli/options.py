@@ -52,7 +52,19 @@ ShuffleOpt = Annotated[
     typer.Option("--shuffle", help="Training-row order: per-epoch (a new permutation each epoch, default), "
                  "fixed (one permutation from the seed, reused every epoch, as a seeded Keras fit), none (file order)."),
 ]
-MarginOpt = Annotated[float, typer.Option("--margin", help="Equivalence margin in accuracy percentage points.")]
+
+
+def _check_margin(margin: float) -> float:
+    from ftmed_core.report import check_margin
+
+    try:
+        return check_margin(margin)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+MarginOpt = Annotated[float, typer.Option("--margin", callback=_check_margin,
+                                          help="Equivalence margin in accuracy percentage points (finite, > 0).")]
 StepsPerExecutionOpt = Annotated[
     int,
     typer.Option("--steps-per-execution", help="Lightning: optimizer steps per training_step (0 = ftmed decides: "

@@ -14,12 +14,23 @@ def report(
     runs_dir: Annotated[Path, typer.Argument(help="A runs directory written by ftmed compare or ftmed train.")],
     margin: MarginOpt = 1.0,
 ) -> None:
-    """Rebuild comparison.md/.csv/.json, the plots and the medmnist prediction files from run records."""
+    """Rebuild comparison.md/.csv/.json, the plots and the medmnist prediction files from run records.
+
+    Damaged runs are left out with one line each (exit code 1 once the report is written). Runs made on
+    different data files get one table per file.
+    """
     from cli.compare import print_table
-    from ftmed_core.records import list_records
     from ftmed_core.report import render
 
-    records = list_records(runs_dir)
-    outputs = render(runs_dir, records, margin)
-    print_table(outputs["rows"], records, margin)
-    typer.echo(f"wrote {outputs['markdown']} and {len(outputs['plots'])} plots from {len(records)} records")
+    outputs = render(runs_dir, None, margin)
+    for group in outputs["groups"]:
+        print_table(group["rows"], group["records"], margin, group["heading"] if len(outputs["groups"]) > 1 else None)
+    n_records = sum(len(group["records"]) for group in outputs["groups"])
+    if len(outputs["groups"]) > 1:
+        typer.echo(f"these runs used {len(outputs['groups'])} different data files: one table per file, "
+                   f"never pooled", err=True)
+    typer.echo(f"wrote {outputs['markdown']} and {len(outputs['plots'])} plots from {n_records} records")
+    for exc in outputs["damaged"]:
+        typer.echo(f"left out: {exc}", err=True)
+    if outputs["damaged"]:
+        raise typer.Exit(1)

@@ -4,7 +4,9 @@ Each framework trains in a fresh process so that TensorFlow and torch never shar
 GPU, and each run is timed on its own. The thread budget arrives in the job and is set in the environment
 before either framework is imported. Progress goes to stdout as JSON lines:
   {"event": "epoch", "epoch": 3, "total": 20, ...history values}
-  {"event": "done", "status": "finished" | "failed", "run_key": ..., "error": ...}
+  {"event": "done", "status": "finished" | "failed", "run_key": ..., "error": ..., "reused": bool}
+Exit code BUSY_EXIT (75) means another process holds the run's claim: nothing was trained or written.
+If the parent `compare` dies, the worker trains on (its progress lines go nowhere) and writes its record.
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ from __future__ import annotations
 import json
 import os
 import sys
+
+
+BUSY_EXIT = 75  # the run is claimed by another process (EX_TEMPFAIL); cli.compare.BUSY_EXIT
 
 
 def main(argv: list[str]) -> int:
@@ -29,15 +34,31 @@ def main(argv: list[str]) -> int:
     runtime = RuntimeConfig(**job["runtime"])
 
     def emit(payload: dict) -> None:
-        sys.stdout.write(json.dumps(payload) + "\n")
-        sys.stdout.flush()
+        # If `ftmed compare` died (kill -9 of the study), the pipe is gone: keep training silently, so the
+        # run still finishes and writes its record, rather than fail on a progress message.
+        try:
+            sys.stdout.write(json.dumps(payload) + "\n")
+            sys.stdout.flush()
+        except (BrokenPipeError, ValueError, OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
 
     def on_epoch(epoch: int, total: int, values: dict) -> None:
         emit({"event": "epoch", "epoch": epoch, "total": total, **{k: float(v) for k, v in values.items()}})
 
-    record = framework_train(job["framework"], runtime)(config, runtime=runtime, runs_dir=Path(job["runs_dir"]),
-                                               on_epoch=on_epoch)
-    emit({"event": "done", "status": record.status, "run_key": record.run_key, "error": record.error})
+    from ftmed_core.runner import RunInProgress
+
+    try:
+        record = framework_train(job["framework"], runtime)(config, runtime=runtime, runs_dir=Path(job["runs_dir"]),
+                                                   on_epoch=on_epoch)
+    except RunInProgress as exc:  # another study claimed this run first; `compare` waits for it
+        print(f"skipped: {exc}", file=sys.stderr)
+        return BUSY_EXIT
+    # A finished run another process completed just before this one claimed it is reused, not retrained.
+    reused = record.environment.get("pid") != os.getpid()
+    emit({"event": "done", "status": record.status, "run_key": record.run_key, "error": record.error,
+          "reused": reused})
     return 0
 
 

@@ -174,6 +174,11 @@ def _check_choice(what: str, value: Any, choices: tuple) -> None:
         raise ConfigError(f"unknown {what} {value!r}; choose one of: {', '.join(map(str, choices))}")
 
 
+# Both frameworks seed numpy's legacy generator (keras.utils.set_random_seed, Lightning's seed_everything),
+# which takes 0 <= seed < 2**32; torch and the core's generators accept more, so numpy's range is the study's.
+MAX_SEED = 2**32 - 1
+
+
 def validate(config: ExperimentConfig) -> None:
     """Raise ConfigError naming the bad value and what would be accepted."""
     _check_choice("hidden activation", config.hidden_activation, HIDDEN_ACTIVATIONS)
@@ -191,8 +196,8 @@ def validate(config: ExperimentConfig) -> None:
         raise ConfigError(f"batch size must be >= 1, got {config.batch_size}")
     if config.epochs < 1:
         raise ConfigError(f"epochs must be >= 1, got {config.epochs}")
-    if config.seed < 0:
-        raise ConfigError(f"seed must be >= 0, got {config.seed}")
+    if not isinstance(config.seed, int) or not 0 <= config.seed <= MAX_SEED:
+        raise ConfigError(f"seed must be an integer from 0 to {MAX_SEED} (2**32 - 1), got {config.seed!r}")
     if not 0.0 < config.val_fraction < 1.0:
         raise ConfigError(f"validation fraction must be in (0, 1), got {config.val_fraction}")
     validate_optimizer(config.optimizer)

@@ -8,7 +8,11 @@ Layout of `runs/<run_key>/`:
   test_logits.npy          pre-activation test outputs, float32 (N, n_classes)
   test_labels.npy          the test labels they are scored against (so reports need no data file)
   history.csv              per-epoch history under the shared keys
-  framework files          checkpoints, CSV logs, saved models (the adapter's own)
+  framework files          checkpoints, CSV logs, saved models, per-epoch resume state (the adapter's own)
+
+Beside the run directories: `.locks/` (claims, `ftmed_core.locks`), and runs moved aside --
+`<run_key>.replaced-<time>` (a forced rerun) and `<run_key>.damaged-<time>` (a damaged record or array,
+`RecordDamaged`) -- which are kept but never reported.
 
 The run key is `<framework>-<config hash>-<data md5[:8]>-s<seed>[-<precision>]` (framework as
 `ftmed_core.frameworks.slug` spells it: keras[jax] -> keras-jax): the same experiment on
@@ -157,6 +161,25 @@ def save_array(path: Path, array: np.ndarray) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+def atomic_save_npz(path: Path, arrays: dict) -> None:
+    """`np.savez` to `path` atomically (temp file + fsync + rename), streamed: no second copy in memory."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.savez(handle, **arrays)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
 def history_csv(history: dict) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
@@ -183,15 +206,118 @@ def write_record(run_dir: Path, record: RunRecord, probabilities: np.ndarray | N
     return run_dir / RECORD_FILE
 
 
+class RecordDamaged(RunError):
+    """A run directory whose record or test arrays cannot be used; `path` names the bad file."""
+
+    def __init__(self, path: Path, reason: str):
+        self.path, self.reason = Path(path), reason
+        super().__init__(f"{path}: {reason}; `ftmed compare` or `ftmed train` of that run moves its folder aside "
+                         f"(kept as <run>.damaged-<time>) and redoes it, or move the folder away yourself")
+
+    def __reduce__(self):
+        return (RecordDamaged, (self.path, self.reason))
+
+
+RECORD_STATUSES = ("finished", "failed", "running")
+_SKIPPED_DIRS = (".replaced-", ".damaged-")  # runs moved aside: kept for reference, never reported
+
+
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def record_from_payload(payload: Any, path: Path) -> RunRecord:
+    """A `RunRecord` from parsed JSON, or RecordDamaged naming the first field that makes it unusable.
+
+    What reports and runs rely on is checked: the keys, the framework and status, a config that builds an
+    `ExperimentConfig`, the data file's MD5, and for a finished run a test accuracy in [0, 1] and a
+    history of per-epoch lists.
+    """
+    if not isinstance(payload, dict):
+        raise RecordDamaged(path, f"holds a JSON {type(payload).__name__}, not a run record")
+    for key, kind in (("run_key", str), ("framework", str), ("status", str), ("config", dict),
+                      ("runtime", dict), ("data", dict)):
+        if not isinstance(payload.get(key), kind):
+            raise RecordDamaged(path, f"'{key}' is missing or not a {kind.__name__}")
+    if payload["framework"] not in FRAMEWORKS:
+        raise RecordDamaged(path, f"unknown framework {payload['framework']!r}")
+    if payload["status"] not in RECORD_STATUSES:
+        raise RecordDamaged(path, f"unknown status {payload['status']!r}")
+    config = payload["config"]
+    for key in ("name", "hidden_units", "optimizer", "seed", "epochs", "dataset", "size"):
+        if key not in config:
+            raise RecordDamaged(path, f"'config.{key}' is missing")
+    try:
+        ExperimentConfig.from_dict(config)
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise RecordDamaged(path, f"its config is not valid ({exc})") from None
+    if not isinstance(payload["data"].get("md5"), str):
+        raise RecordDamaged(path, "'data.md5' (which data file the run used) is missing")
+    if payload["status"] == "finished":
+        test = payload.get("test")
+        if not isinstance(test, dict) or not _finite_number(test.get("accuracy")) \
+                or not 0.0 <= test["accuracy"] <= 1.0:
+            raise RecordDamaged(path, "finished, but 'test.accuracy' is missing or not a number in [0, 1]")
+        for key in ("auc", "loss"):
+            if test.get(key) is not None and not isinstance(test[key], (int, float)):
+                raise RecordDamaged(path, f"finished, but 'test.{key}' is not a number")
+        history = payload.get("history")
+        if not isinstance(history, dict) or not all(
+                isinstance(history.get(k), list)
+                and all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in history[k])
+                for k in HISTORY_KEYS):
+            raise RecordDamaged(path, f"finished, but 'history' lacks per-epoch number lists for {', '.join(HISTORY_KEYS)}")
+        if not _finite_number(payload.get("training_seconds")):
+            raise RecordDamaged(path, "finished, but 'training_seconds' is missing")
+    return RunRecord.from_dict(payload)
+
+
 def read_record(run_dir: Path) -> RunRecord | None:
-    """The run's record, or None when it has none yet (never started, or interrupted)."""
+    """The run's record, or None when it has none yet (never started, or interrupted).
+
+    RecordDamaged (a RunError) when the file is unreadable, truncated, not JSON, or fails
+    `record_from_payload`'s checks.
+    """
     path = Path(run_dir) / RECORD_FILE
     if not path.is_file():
         return None
     try:
-        return RunRecord.from_dict(json.loads(path.read_text()))
-    except (OSError, ValueError, TypeError) as exc:
-        raise RunError(f"{path} is unreadable or corrupt ({exc}); move it away to rerun that run") from None
+        payload = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, ValueError) as exc:
+        reason = "is truncated or not JSON" if isinstance(exc, ValueError) else f"cannot be read ({exc})"
+        raise RecordDamaged(path, f"{reason} ({str(exc)[:80]})") from None
+    return record_from_payload(payload, path)
+
+
+def check_arrays(run_dir: Path, record: RunRecord) -> None:
+    """RecordDamaged unless a finished run's test arrays load and agree with each other and the record.
+
+    Only the `.npy` headers and file sizes are read (memory-mapped), so checking a whole runs folder costs
+    little; flipped bits inside a well-formed array cannot be detected here.
+    """
+    if not record.finished:
+        return
+    run_dir = Path(run_dir)
+    shapes = {}
+    for name in ("test_probabilities.npy", "test_labels.npy"):
+        path = run_dir / name
+        if not path.is_file():
+            raise RecordDamaged(path, "is missing")
+        try:
+            array = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:
+            raise RecordDamaged(path, f"is not a readable .npy array ({str(exc)[:80]})") from None
+        shapes[name] = (array.shape, array.dtype)
+        del array
+    (probs, probs_dtype), (labels, labels_dtype) = shapes["test_probabilities.npy"], shapes["test_labels.npy"]
+    if len(probs) != 2 or probs_dtype.kind != "f":
+        raise RecordDamaged(run_dir / "test_probabilities.npy", f"holds {probs_dtype} {probs}, not (rows, classes) floats")
+    if len(labels) != 1 or labels[0] != probs[0] or labels_dtype.kind not in "iu":
+        raise RecordDamaged(run_dir / "test_labels.npy",
+                            f"holds {labels_dtype} {labels}, not {probs[0]} integer labels")
+    n = record.test.get("n")
+    if isinstance(n, int) and n != probs[0]:
+        raise RecordDamaged(run_dir / "test_probabilities.npy", f"has {probs[0]} rows, the record says {n}")
 
 
 def load_probabilities(run_dir: Path) -> np.ndarray:
@@ -202,19 +328,42 @@ def load_labels(run_dir: Path) -> np.ndarray:
     return np.load(Path(run_dir) / "test_labels.npy", allow_pickle=False)
 
 
-def list_records(runs_dir: Path) -> list[RunRecord]:
+def _run_dirs(runs_dir: Path) -> list[Path]:
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         raise RunError(f"runs directory {runs_dir} does not exist or is not a directory")
     try:
-        entries = sorted(p for p in runs_dir.iterdir() if p.is_dir())
+        return sorted(p for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")
+                      and not any(mark in p.name for mark in _SKIPPED_DIRS))
     except OSError as exc:
         raise RunError(f"cannot read runs directory {runs_dir}: {exc.strerror or exc}") from None
-    records = []
-    for entry in entries:
-        record = read_record(entry)
+
+
+def scan_records(runs_dir: Path, arrays: bool = True) -> tuple[list[RunRecord], list[RecordDamaged]]:
+    """Every usable record in `runs_dir`, and one RecordDamaged per run that cannot be used.
+
+    `arrays`: also check each finished run's test arrays (`check_arrays`). Runs moved aside
+    (`<run>.replaced-*`, `<run>.damaged-*`) are skipped.
+    """
+    records, damaged = [], []
+    for entry in _run_dirs(runs_dir):
+        try:
+            record = read_record(entry)
+            if record is not None and arrays:
+                check_arrays(entry, record)
+        except RecordDamaged as exc:
+            damaged.append(exc)
+            continue
         if record is not None:
             records.append(record)
+    return records, damaged
+
+
+def list_records(runs_dir: Path) -> list[RunRecord]:
+    """Every record in `runs_dir`; RecordDamaged for the first one that cannot be used (see `scan_records`)."""
+    records, damaged = scan_records(runs_dir, arrays=False)
+    if damaged:
+        raise damaged[0]
     return records
 
 
@@ -240,4 +389,5 @@ def base_environment() -> dict:
         "numpy": np.__version__,
         "git_commit": git_commit(),
         "hostname": platform.node(),
+        "pid": os.getpid(),  # which process trained the run (tells a reused record from a fresh one)
     }

@@ -35,6 +35,23 @@ POWER = 0.8  # the power the seed-count advice aims for
 SEED_MEAN = "seed mean"  # the pooled vs-baseline view: frameworks averaged per seed, then tested over seeds
 
 
+def check_margin(margin) -> float:
+    """The equivalence margin as a float; ConfigError unless it is a finite number > 0 (percentage points).
+
+    An infinite margin makes every pair "equivalent", and zero, negative or NaN margins make TOST's
+    verdict meaningless.
+    """
+    from ftmed_core.errors import ConfigError
+
+    try:
+        value = float(margin)
+    except (TypeError, ValueError):
+        raise ConfigError(f"equivalence margin must be a number of percentage points, got {margin!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"equivalence margin must be a finite number > 0 (percentage points), got {margin!r}")
+    return value
+
+
 @dataclass
 class FrameworkCell:
     framework: str
@@ -211,6 +228,7 @@ def _add_vs_baseline(rows: list[Row], margin: float) -> None:
 
 
 def build_rows(records: list[RunRecord], margin: float = DEFAULT_MARGIN, baseline: str = "baseline") -> list[Row]:
+    margin = check_margin(margin)
     groups: dict[tuple[str, str], list[RunRecord]] = {}
     order: list[tuple[str, str]] = []
     for record in records:
@@ -531,29 +549,126 @@ def write_tables(rows: list[Row], records: list[RunRecord], out_dir: Path, margi
     return paths
 
 
-def render(runs_dir: str | Path, records: list[RunRecord] | None = None, margin: float = DEFAULT_MARGIN,
-           baseline: str = "baseline") -> dict:
-    """Every report output for `records` (default: all records in `runs_dir`), written into `runs_dir`."""
-    from ftmed_core import plots
-    from ftmed_core.records import list_records
+def data_groups(records: list[RunRecord]) -> list[list[RunRecord]]:
+    """`records` split by the MD5 of the data file they were trained on (first-seen order).
 
-    runs_dir = Path(runs_dir)
-    records = list_records(runs_dir) if records is None else records
-    if not records:
-        from ftmed_core.errors import RunError
+    Runs on different files are never pooled: seeds, accuracies and the statistics only mean something on
+    one file. A record without an MD5 is grouped under "?".
+    """
+    groups: dict[str, list[RunRecord]] = {}
+    for record in records:
+        groups.setdefault(str(record.data.get("md5") or "?"), []).append(record)
+    return list(groups.values())
 
-        raise RunError(f"{runs_dir} holds no run records; run `ftmed compare` or `ftmed train` first")
-    rows = build_rows(records, margin, baseline)
-    paths = write_tables(rows, records, runs_dir, margin)
+
+def data_heading(records: list[RunRecord]) -> str:
+    """'data file PATH (MD5 0123abcd)' for one data group (the path the first of its runs read)."""
+    data = records[0].data
+    return f"data file {data.get('path') or data.get('label') or '?'} (MD5 {str(data.get('md5') or '?')[:8]})"
+
+
+def _usable(records: list[RunRecord], runs_dir: Path) -> tuple[list[RunRecord], list]:
+    """The records whose test arrays can be read (finished runs only are checked), and the damage found."""
+    from ftmed_core.records import RecordDamaged, check_arrays
+
+    usable, damaged = [], []
+    for record in records:
+        try:
+            check_arrays(runs_dir / record.run_key, record)
+        except RecordDamaged as exc:
+            damaged.append(exc)
+            continue
+        usable.append(record)
+    return usable, damaged
+
+
+def _plot_group(runs_dir: Path, records: list[RunRecord], rows: list[Row], baseline: str, plot_dir: Path) -> list:
     subtitle = " [SYNTHETIC DATA]" if any(r.synthetic for r in records) else ""
-    plot_dir = runs_dir / "plots"
-    plot_dir.mkdir(exist_ok=True)
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    from ftmed_core import plots
+
     drawn = [plots.curves(records, row.variant, plot_dir, subtitle) for row in rows]
     drawn.append(plots.accuracy_bars(rows, plot_dir, subtitle))
     confusion_variant = baseline if any(r.config["name"] == baseline for r in records) else rows[0].variant
     for framework in FRAMEWORKS:
         drawn.append(plots.confusion(records, runs_dir, framework, confusion_variant, plot_dir, subtitle))
-    paths["plots"] = [p for p in drawn if p is not None]
-    paths["predictions"] = write_predictions(records, runs_dir, runs_dir / "predictions")
-    paths["rows"] = rows
+    return [p for p in drawn if p is not None]
+
+
+def _prefixed_csv(text: str, values: list[str], header: list[str], with_header: bool) -> str:
+    rows = list(csv.reader(io.StringIO(text)))
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    if with_header:
+        writer.writerow(header + rows[0])
+    for row in rows[1:]:
+        writer.writerow(values + row)
+    return out.getvalue()
+
+
+def render(runs_dir: str | Path, records: list[RunRecord] | None = None, margin: float = DEFAULT_MARGIN,
+           baseline: str = "baseline") -> dict:
+    """Every report output for `records` (default: all usable records in `runs_dir`), written into `runs_dir`.
+
+    One process writes a runs folder's report at a time (`ftmed_core.locks.report_lock_path`), each file
+    atomically. Runs whose record or test arrays are damaged are left out and listed under "damaged"
+    (RecordDamaged, one per run). Runs made on different data files (MD5) are never pooled: each file gets
+    its own table, titled with the file, in the same comparison.md; comparison.csv gains leading
+    `data_file`, `data_md5` columns and comparison.json a `data_groups` list; plots go to
+    `plots/data-<md5[:8]>/`. With one data file the outputs are as they always were.
+    """
+    from ftmed_core.errors import RunError
+    from ftmed_core.locks import claim, report_lock_path
+    from ftmed_core.records import scan_records
+
+    margin = check_margin(margin)
+    runs_dir = Path(runs_dir)
+    damaged: list = []
+    if records is None:
+        records, damaged = scan_records(runs_dir)
+    records, bad_arrays = _usable(records, runs_dir)
+    damaged += bad_arrays
+    if not records:
+        what = f"no usable run records ({len(damaged)} damaged: {damaged[0]})" if damaged else "no run records"
+        raise RunError(f"{runs_dir} holds {what}; run `ftmed compare` or `ftmed train` first")
+    rendered = [{"records": group, "rows": build_rows(group, margin, baseline)} for group in data_groups(records)]
+    single = len(rendered) == 1
+    with claim(report_lock_path(runs_dir), stamp=False):  # stamp=False: a report run changes no file but its outputs
+        if single:
+            paths = write_tables(rendered[0]["rows"], records, runs_dir, margin)
+        else:
+            paths = _write_grouped_tables(rendered, runs_dir, margin)
+        for group in rendered:
+            plot_dir = runs_dir / "plots"
+            if not single:
+                plot_dir = plot_dir / f"data-{str(group['records'][0].data.get('md5'))[:8]}"
+            group["plots"] = _plot_group(runs_dir, group["records"], group["rows"], baseline, plot_dir)
+        paths["predictions"] = write_predictions(records, runs_dir, runs_dir / "predictions")
+    paths["plots"] = [p for group in rendered for p in group["plots"]]
+    paths["rows"] = [row for group in rendered for row in group["rows"]]
+    paths["groups"] = [{"heading": data_heading(g["records"]), "rows": g["rows"], "records": g["records"]}
+                       for g in rendered]
+    paths["damaged"] = damaged
+    return paths
+
+
+def _write_grouped_tables(rendered: list[dict], out_dir: Path, margin: float) -> dict:
+    paths = {"markdown": out_dir / "comparison.md", "csv": out_dir / "comparison.csv",
+             "json": out_dir / "comparison.json"}
+    markdown, csv_text, groups_json = [], "", []
+    for i, group in enumerate(rendered):
+        rows, records = group["rows"], group["records"]
+        heading = data_heading(records)
+        first, rest = to_markdown(rows, records, margin).split("\n", 1)
+        markdown.append(f"{first} -- {heading}\n{rest}")
+        data = records[0].data
+        csv_text += _prefixed_csv(to_csv(rows), [str(data.get("path", "")), str(data.get("md5", ""))],
+                                  ["data_file", "data_md5"], with_header=i == 0)
+        groups_json.append({"data_file": data.get("path"), "data_md5": data.get("md5"),
+                            **json.loads(to_json(rows, records, margin))})
+    intro = (f"Runs on {len(rendered)} different data files: one table per file, never pooled "
+             f"(the seeds and statistics only mean something on one file).\n\n")
+    atomic_write_text(paths["markdown"], intro + "\n".join(markdown))
+    atomic_write_text(paths["csv"], csv_text)
+    atomic_write_text(paths["json"], json.dumps({"data_groups": groups_json}, indent=2) + "\n")
     return paths

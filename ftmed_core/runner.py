@@ -1,4 +1,4 @@
-"""The life of one run, the same for both frameworks: data, initial weights, fit, test metrics, record.
+"""The life of one run, the same for both frameworks: claim, data, initial weights, fit, test metrics, record.
 
 An adapter supplies only `fit(...)`; everything that must mean the same in both frameworks (the data
 protocol, initial weights, final metrics, what "finished" and "failed" mean, where records go) is here.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import sys
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -19,13 +20,17 @@ import numpy as np
 
 from ftmed_core.config import ExperimentConfig, RuntimeConfig
 from ftmed_core.data import ExperimentData, load_experiment_data
+from ftmed_core.errors import RunError
+from ftmed_core.locks import holder, run_lock_path, try_claim
 from ftmed_core.frameworks import effective_loss
 from ftmed_core.medmnist_info import dataset_info
 from ftmed_core.metrics import test_metrics
 from ftmed_core.protocol import Weights, initial_weights, parameter_count
 from ftmed_core.records import (
+    RecordDamaged,
     RunRecord,
     base_environment,
+    check_arrays,
     new_record,
     read_record,
     write_record,
@@ -93,16 +98,89 @@ def data_summary(data: ExperimentData) -> dict:
     }
 
 
-def retire_finished_run(run_dir: Path) -> Path:
-    """Move a finished run aside (never delete it) so that a forced rerun cannot overwrite it."""
+class RunInProgress(RunError):
+    """Another live process has claimed this run (see `ftmed_core.locks`)."""
+
+    def __init__(self, run_dir: Path, who: str | None = None):
+        self.run_dir, self.who = Path(run_dir), who
+        super().__init__(f"run {Path(run_dir).name} is being trained by another process "
+                         f"({who or 'holder unknown'}); wait for it to finish, then rerun to reuse its result")
+
+    def __reduce__(self):
+        return (RunInProgress, (self.run_dir, self.who))
+
+
+def _move_aside(run_dir: Path, mark: str) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    target = run_dir.with_name(f"{run_dir.name}.replaced-{stamp}")
+    target = run_dir.with_name(f"{run_dir.name}.{mark}-{stamp}")
     n = 1
     while target.exists():
-        target = run_dir.with_name(f"{run_dir.name}.replaced-{stamp}-{n}")
+        target = run_dir.with_name(f"{run_dir.name}.{mark}-{stamp}-{n}")
         n += 1
     shutil.move(str(run_dir), str(target))
     return target
+
+
+def retire_finished_run(run_dir: Path) -> Path:
+    """Move a finished run aside (never delete it) so that a forced rerun cannot overwrite it."""
+    return _move_aside(Path(run_dir), "replaced")
+
+
+def set_damaged_aside(run_dir: Path) -> Path:
+    """Move a run whose record or arrays are damaged to `<run>.damaged-<time>` (kept, never reported)."""
+    return _move_aside(Path(run_dir), "damaged")
+
+
+def inspect_run(run_dir: Path) -> RunRecord | None:
+    """The run's record if it is usable (a finished one with its test arrays); RecordDamaged otherwise."""
+    record = read_record(run_dir)
+    if record is not None:
+        check_arrays(run_dir, record)
+    return record
+
+
+@dataclass
+class Triage:
+    """Where each of a study's runs stands, by run key (see `triage_runs`)."""
+
+    finished: list = field(default_factory=list)
+    failed: list = field(default_factory=list)  # a failed record exists
+    missing: list = field(default_factory=list)  # no record yet (never started, interrupted, killed, damaged)
+    in_flight: list = field(default_factory=list)  # claimed by another live process
+    damaged: list = field(default_factory=list)  # one message per run moved aside as damaged
+
+
+def triage_runs(runs_dir: str | Path, run_keys: list[str]) -> Triage:
+    """Sort runs by state, each looked at under its claim; damaged runs are moved aside (and listed as missing).
+
+    A snapshot: a run free now may be claimed a moment later, which `run_experiment` detects
+    (RunInProgress) when it claims the run for training.
+    """
+    runs_dir = Path(runs_dir)
+    state = Triage()
+    for key in run_keys:
+        run_dir = runs_dir / key
+        claimed = try_claim(run_lock_path(run_dir), stamp=False)
+        if claimed is None:
+            state.in_flight.append(key)
+            continue
+        with claimed:
+            try:
+                record = inspect_run(run_dir)
+            except RecordDamaged as exc:
+                aside = set_damaged_aside(run_dir)
+                state.damaged.append(f"{exc.path} is damaged ({exc.reason}); moved the run to {aside.name}, "
+                                     f"it will be trained again")
+                record = None
+        if record is None:
+            state.missing.append(key)
+        else:
+            (state.finished if record.finished else state.failed).append(key)
+    return state
+
+
+def _warn(message: str) -> None:
+    print(f"ftmed: {message}", file=sys.stderr, flush=True)
 
 
 def run_experiment(
@@ -124,19 +202,42 @@ def run_experiment(
 
     A failure inside training (non-finite loss, out of memory, a crash) is recorded with status "failed"
     and its error, and the record is returned: a study goes on past one bad run. KeyboardInterrupt is not
-    caught, so an interrupted run leaves no record and is simply redone next time.
+    caught, so an interrupted run leaves no record; the next call resumes it from the per-epoch state the
+    adapter keeps in `run_dir` (its last finished epoch), as it does a killed run.
+
+    Claims and damage (writers only): the run is claimed (`ftmed_core.locks`) before its record is read,
+    until the new one is written; RunInProgress (a RunError) when another live process holds the claim.
+    A run whose record or test arrays are damaged (`inspect_run`) is moved to `<run>.damaged-<time>`, one
+    line says so on stderr, and it is trained again.
     """
     runtime = runtime or RuntimeConfig()
     data = data if data is not None else load_experiment_data(config)
     record = new_record(framework, config, runtime, data_summary(data))
     run_dir = Path(run_dir) if run_dir is not None else Path(runs_dir) / record.run_key
-    existing = read_record(run_dir) if writer else None
-    if existing is not None and existing.finished:
-        if not force:
-            return existing
-        retire_finished_run(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if not writer:
+        return _train(fit, config, runtime, data, run_dir, record, on_epoch, writer)
+    # The claim is held from before the existing record is read until the new one is written, so one
+    # run is trained by one process at a time; the kernel drops it if this process dies.
+    claimed = try_claim(run_lock_path(run_dir))
+    if claimed is None:
+        raise RunInProgress(run_dir, holder(run_lock_path(run_dir)))
+    with claimed:
+        try:
+            existing = inspect_run(run_dir)
+        except RecordDamaged as exc:
+            aside = set_damaged_aside(run_dir)
+            _warn(f"{exc.path} is damaged ({exc.reason}); moved the run to {aside.name} and training it again")
+            existing = None
+        if existing is not None and existing.finished:
+            if not force:
+                return existing
+            retire_finished_run(run_dir)
+        return _train(fit, config, runtime, data, run_dir, record, on_epoch, writer)
 
+
+def _train(fit: FitFunction, config: ExperimentConfig, runtime: RuntimeConfig, data: ExperimentData,
+           run_dir: Path, record: RunRecord, on_epoch: EpochCallback | None, writer: bool) -> RunRecord:
+    run_dir.mkdir(parents=True, exist_ok=True)
     record.environment = base_environment()
     record.parameter_count = parameter_count(config, data.input_dim, data.n_classes)
     weights = initial_weights(config, data.input_dim, data.n_classes)

@@ -14,6 +14,9 @@ What we change, and why:
 - On the JAX and torch backends the runtime and the feeding are keras_ref/backends.py's (a PyDataset of
   the same batches in the same order; that module's table lists each TensorFlow-only part's counterpart).
   The run is recorded under the backend's framework label (`keras`, `keras[jax]`, `keras[torch]`).
+- Resume: `EpochState` saves weights, optimizer variables, epoch and history after every epoch; a rerun in
+  the same run directory restores them and passes `initial_epoch` to `fit`, bitwise identical to an
+  uninterrupted run on CPU (tests/test_resume.py).
 """
 
 from __future__ import annotations
@@ -238,6 +241,78 @@ class EpochReport(keras.callbacks.Callback):
             self.on_epoch(epoch + 1, self.total_epochs, values)
 
 
+# ----------------------------------------------------------------------------------------------- resume
+
+STATE_FILE = "keras_state.npz"
+
+
+class EpochState(keras.callbacks.Callback):
+    """After every epoch, atomically: weights, optimizer variables (its step counter included), the epoch
+    count and the history so far, in one `.npz` (`STATE_FILE`) -- what `keras.callbacks.BackupAndRestore`
+    keeps, plus the history, and written with temp file + fsync + rename so a kill mid-write leaves the
+    previous epoch's state whole. Runs after `EpochReport`, whose history it saves."""
+
+    def __init__(self, path: Path, report: "EpochReport", config: ExperimentConfig):
+        super().__init__()
+        self.path, self.report, self.config = Path(path), report, config
+
+    def on_epoch_end(self, epoch, logs=None):
+        import json
+
+        from ftmed_core.records import atomic_save_npz
+
+        arrays = {f"w{i}": w for i, w in enumerate(self.model.get_weights())}
+        arrays.update({f"o{i}": np.asarray(v) for i, v in enumerate(self.model.optimizer.variables)})
+        meta = {"epochs_done": epoch + 1, "config_hash": self.config.config_hash(),
+                "n_weights": len(self.model.get_weights()), "n_optimizer": len(self.model.optimizer.variables),
+                "history": self.report.history}
+        arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+        atomic_save_npz(self.path, arrays)
+
+
+def restore_state(path: Path, model, config: ExperimentConfig) -> tuple[int, dict] | None:
+    """Load `path` (written by `EpochState`) into `model` and its optimizer: (epochs done, history so far).
+
+    None when there is no state file; an unusable one (unreadable, another config, other shapes) is moved
+    aside as `<file>.unusable-<time>` with one line on stderr, and training starts from epoch 1.
+    """
+    import json
+    import shutil
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            meta = json.loads(stored["meta"].tobytes().decode())
+            weights = [stored[f"w{i}"] for i in range(meta["n_weights"])]
+            variables = [stored[f"o{i}"] for i in range(meta["n_optimizer"])]
+        if meta["config_hash"] != config.config_hash():
+            raise ValueError("it was written for another configuration")
+        current = model.get_weights()
+        if [w.shape for w in weights] != [w.shape for w in current]:
+            raise ValueError("its weights do not fit this model")
+        if not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+        slots = model.optimizer.variables
+        if [tuple(v.shape) for v in slots] != [v.shape for v in variables]:
+            raise ValueError("its optimizer state does not fit this optimizer")
+        epochs_done = int(meta["epochs_done"])
+        history = {key: list(meta["history"][key])[:epochs_done] for key in HISTORY_KEYS}
+        if any(len(values) != epochs_done for values in history.values()):
+            raise ValueError("its history does not match its epoch count")
+    except Exception as exc:  # any unreadable or foreign file: start over rather than fail the run
+        aside = path.with_name(f"{path.name}.unusable-{time.strftime('%Y%m%d-%H%M%S')}")
+        shutil.move(str(path), str(aside))
+        print(f"keras_ref: not resuming from {path}: {str(exc)[:120]}; moved to {aside.name}, training from "
+              f"epoch 1", file=sys.stderr, flush=True)
+        return None
+    model.set_weights(weights)
+    for slot, value in zip(slots, variables):
+        slot.assign(value)
+    return epochs_done, history
+
+
 # ------------------------------------------------------------------------------------------------- fit
 
 
@@ -272,14 +347,20 @@ def fit(config: ExperimentConfig, runtime: RuntimeConfig, data: ExperimentData, 
         batches = backends.CoreBatchSequence(data.train, data.n_classes, config.batch_size, config.seed,
                                              config.shuffle)
     report = EpochReport(config.epochs, on_epoch)
+    resumed = restore_state(run_dir / STATE_FILE, model, config)
+    initial_epoch = 0
+    if resumed is not None:  # a killed or interrupted attempt: go on after its last finished epoch
+        initial_epoch, report.history = resumed
     # Keras runs every callback's on_epoch_begin before it starts the epoch's pass over the data.
-    callbacks = [batches.callback, keras.callbacks.CSVLogger(str(run_dir / CSV_LOG)), report]
+    callbacks = [batches.callback, keras.callbacks.CSVLogger(str(run_dir / CSV_LOG), append=resumed is not None),
+                 report, EpochState(run_dir / STATE_FILE, report, config)]
     if runtime.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard")))
     started = time.perf_counter()
     model.fit(
         batches.dataset,
         epochs=config.epochs,
+        initial_epoch=initial_epoch,  # Keras passes absolute epoch numbers on, so the batch order follows
         # Streamed in batches of `batch_size`: what `validation_batch_size=batch_size` cut from arrays.
         validation_data=eval_dataset(data.val, data.n_classes, config.batch_size),
         shuffle=False,  # the order is the dataset's
@@ -291,13 +372,15 @@ def fit(config: ExperimentConfig, runtime: RuntimeConfig, data: ExperimentData, 
     # lines out of a JAX or torch run's output.
     with contextlib.nullcontext() if BACKEND == "tensorflow" else _backend.native_startup_lines_hidden():
         model.save(run_dir / MODEL_FILE)
+    (run_dir / STATE_FILE).unlink(missing_ok=True)  # model.keras now holds the same (and the record follows)
     return FitResult(
         history=report.history,
         test_logits=predict_split_logits(model, data.test, data.n_classes),
         training_seconds=training_seconds,
         environment={**({"tensorflow": tf.__version__} if tf is not None else backends.versions()),
                      "keras": keras.__version__, "keras_backend": keras.backend.backend(),
-                     "steps_per_execution": STEPS_PER_EXECUTION, "jit_compile": BACKEND == "jax", **env},
+                     "steps_per_execution": STEPS_PER_EXECUTION, "jit_compile": BACKEND == "jax",
+                     "resumed_after_epoch": initial_epoch, **env},
     )
 
 

@@ -18,11 +18,17 @@ Trainer settings come from `RuntimeConfig` only. Notes on the choices:
   `runtime.progress` (None: when stderr is a terminal).
 - outputs in the run directory: `csv/` (CSVLogger), `checkpoints/last.ckpt` and `checkpoints/best-*.ckpt`
   (best val_acc), `lightning_history.json`.
+- resume: last.ckpt is saved at the end of every training epoch and holds the full training state plus the
+  history; a rerun in the same run directory resumes from it (`resumable_checkpoint`), bitwise identical
+  to an uninterrupted run on CPU (tests/test_resume.py). `csv/metrics.csv` then covers the epochs since the
+  resume, `csv/metrics-before-epoch-N.csv` the ones before (the record's history covers all). Checkpoints
+  are read with `weights_only=True`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import logging
 import os
@@ -55,10 +61,10 @@ _QUIET_LOGGERS = ("lightning.pytorch", "lightning.fabric", "lightning")
 _QUIET_WARNINGS = (
     r".*does not have many workers.*",
     r".*Checkpoint directory .* exists and is not empty.*",
+    r".*Experiment logs directory .* exists and is not empty.*",  # a resumed run; its old metrics.csv is kept
     r".*`isinstance\(treespec, LeafSpec\)` is deprecated.*",
     r".*GPU available but not used.*",
     r".*The number of training batches .* is smaller than the logging interval.*",
-    r".*You are using `torch.load` with `weights_only=False`.*",
     r".*found an empty training set.*",
     r".*It is recommended to use `self.log\(.*sync_dist=True.*",  # our epoch metrics are reduced already
 )
@@ -130,6 +136,58 @@ def _device_string(trainer: L.Trainer) -> str:
     return str(device)
 
 
+class _HistoryInCheckpoint(Callback):
+    """Carries the system's per-epoch history in every checkpoint and puts it back on resume."""
+
+    KEY = "ftmed_history"
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        checkpoint[self.KEY] = [dict(row) for row in pl_module.history]
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        pl_module.history = [dict(row) for row in checkpoint.get(self.KEY, [])]
+
+
+LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
+
+
+def resumable_checkpoint(run_dir: Path, config: ExperimentConfig, input_dim: int,
+                         n_classes: int) -> tuple[Path, int] | None:
+    """(`run_dir`'s last.ckpt, epochs it holds) if a rerun can resume from it, else None (one line on
+    stderr says why not).
+
+    Usable means: it loads with `weights_only=True`, it is a full training checkpoint (optimizer and loop
+    state, history), and it was written for this config (same hash) and data shape. An unusable one is
+    moved aside as `checkpoints.unusable-<time>`, never deleted, and the run starts from epoch 1.
+    """
+    path = Path(run_dir) / LAST_CHECKPOINT
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        hp = state["hyper_parameters"]
+        problem = None
+        if not all(k in state for k in ("state_dict", "optimizer_states", "loops", "epoch",
+                                        _HistoryInCheckpoint.KEY)):
+            problem = "it is not a full training checkpoint"
+        elif ExperimentConfig.from_dict(hp["config"]).config_hash() != config.config_hash():
+            problem = "it was written for another configuration"
+        elif (hp["input_dim"], hp["n_classes"]) != (input_dim, n_classes):
+            problem = "it was written for other data"
+        elif len(state[_HistoryInCheckpoint.KEY]) != state["epoch"] + 1:
+            problem = "its history does not match its epoch"
+    except Exception as exc:  # any unreadable or foreign file: start over rather than fail the run
+        problem = f"it cannot be read ({type(exc).__name__}: {str(exc)[:80]})"
+    if problem is None:
+        return path, int(state["epoch"]) + 1
+    if _is_writer():
+        aside = path.parent.with_name(f"checkpoints.unusable-{time.strftime('%Y%m%d-%H%M%S')}")
+        shutil.move(str(path.parent), str(aside))
+        print(f"lightning_ft: not resuming from {path}: {problem}; moved to {aside.name}, training from epoch 1",
+              file=sys.stderr, flush=True)
+    return None
+
+
 def fit(config: ExperimentConfig, runtime: RuntimeConfig, data: ExperimentData, weights: Weights,
         run_dir: Path, on_epoch: EpochCallback | None = None) -> FitResult:
     """Train `config` from `weights` with Lightning; the core's `FitFunction`."""
@@ -142,7 +200,12 @@ def fit(config: ExperimentConfig, runtime: RuntimeConfig, data: ExperimentData, 
     spawned = strategy.endswith("_spawn")
     progress = sys.stderr.isatty() if runtime.progress is None else runtime.progress
     history_path = run_dir / HISTORY_FILE
-    if _is_writer():
+    resume_from = resumable_checkpoint(run_dir, config, data.input_dim, data.n_classes)
+    metrics_csv = run_dir / "csv" / "metrics.csv"
+    if _is_writer() and resume_from is not None and metrics_csv.is_file():
+        # CSVLogger starts metrics.csv afresh; keep the epochs logged before the kill beside it.
+        metrics_csv.replace(metrics_csv.with_name(f"metrics-before-epoch-{resume_from[1] + 1}.csv"))
+    if _is_writer() and resume_from is None:
         # Leftovers of an earlier failed or interrupted attempt in this run directory must not be read
         # back (history) or mistaken for this run's checkpoints and logs.
         history_path.unlink(missing_ok=True)
@@ -160,8 +223,12 @@ def fit(config: ExperimentConfig, runtime: RuntimeConfig, data: ExperimentData, 
         system.history_file = str(history_path)
         if on_epoch is not None and not spawned:
             system.epoch_end = lambda epoch, row: on_epoch(epoch, config.epochs, dict(row))
+        # Saved at the end of each training epoch, after the system has appended that epoch's history
+        # row (checkpoint callbacks run after the LightningModule's on_train_epoch_end): last.ckpt is the
+        # complete state of the last finished epoch, which a rerun resumes from.
         checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best-{epoch:03d}",
-                                     monitor="val_acc", mode="max", save_top_k=1, save_last=True)
+                                     monitor="val_acc", mode="max", save_top_k=1, save_last=True,
+                                     save_on_train_epoch_end=True)
         loggers = [CSVLogger(run_dir, name="csv", version="")]
         if runtime.tensorboard:
             loggers.append(TensorBoardLogger(run_dir, name="tensorboard", version=""))
@@ -169,13 +236,20 @@ def fit(config: ExperimentConfig, runtime: RuntimeConfig, data: ExperimentData, 
             accelerator=runtime.accelerator, devices=runtime.devices, num_nodes=runtime.num_nodes,
             strategy=strategy, precision=runtime.precision, max_epochs=config.epochs,
             deterministic=runtime.deterministic, logger=loggers,
-            callbacks=[checkpoint, _WorkerSetup(threads)], enable_progress_bar=progress,
+            callbacks=[checkpoint, _WorkerSetup(threads), _HistoryInCheckpoint()], enable_progress_bar=progress,
             enable_model_summary=False, num_sanity_val_steps=0, use_distributed_sampler=False,
             log_every_n_steps=50, default_root_dir=run_dir,
         )
         started = time.perf_counter()
+        # Resuming restores weights, optimizer state (step counters included), the epoch counter (the
+        # core's batch order is a function of seed and epoch, so the next epoch's order follows), the
+        # checkpoint callback's best score, and the history so far (_HistoryInCheckpoint).
+        # weights_only=True where Lightning takes it (>= 2.6); older ones load with torch's default, after
+        # resumable_checkpoint has already loaded the file with weights_only=True.
+        safe = {"weights_only": True} if "weights_only" in inspect.signature(trainer.fit).parameters else {}
         datamodule = FastDataModule(data, config, fast.steps) if fast.enabled else MedMNISTDataModule(data, config)
-        trainer.fit(system, datamodule=datamodule)
+        trainer.fit(system, datamodule=datamodule,
+                    ckpt_path=str(resume_from[0]) if resume_from else None, **safe)
         training_seconds = time.perf_counter() - started
 
     rows = system.history if not spawned else json.loads(history_path.read_text())
@@ -199,6 +273,7 @@ def fit(config: ExperimentConfig, runtime: RuntimeConfig, data: ExperimentData, 
             "world_size": trainer.world_size,
             "checkpoint_last": str(checkpoint.last_model_path or ""),
             "checkpoint_best": str(checkpoint.best_model_path or ""),
+            "resumed_after_epoch": resume_from[1] if resume_from else 0,
         },
     )
 
@@ -222,6 +297,11 @@ def _is_writer() -> bool:
 
 def load_checkpoint(path: str | Path, map_location: str = "cpu") -> torch.nn.Sequential:
     """The model stored in a Lightning checkpoint written by `fit` (e.g. `checkpoints/last.ckpt`)."""
-    with _quiet():
-        system = MLPSystem.load_from_checkpoint(str(path), map_location=map_location)
+    # weights_only=True: unpickle tensors and plain containers only, whatever torch's default is (it was
+    # False before torch 2.6, which pyproject allows). Loaded here rather than by
+    # `MLPSystem.load_from_checkpoint`, which takes weights_only only from Lightning 2.6 on. Warnings stay visible.
+    checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    hp = checkpoint["hyper_parameters"]
+    system = MLPSystem(hp["config"], hp["input_dim"], hp["n_classes"])
+    system.load_state_dict(checkpoint["state_dict"])
     return system.model

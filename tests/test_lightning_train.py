@@ -86,8 +86,8 @@ def test_same_seed_gives_bitwise_identical_weights(first_run, data, tmp_path):
     again = lightning_ft.train(config, run_dir=tmp_path / "again", runtime=RUNTIME, data=data)
     for key in ("train_loss", "train_acc", "val_loss", "val_acc"):  # epoch_seconds is wall time
         assert again.history[key] == record.history[key]
-    a = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
-    b = torch.load(tmp_path / "again" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    a = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "again" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
