@@ -261,7 +261,7 @@ def _train(fit: FitFunction, config: ExperimentConfig, runtime: RuntimeConfig, d
 
     task = dataset_info(config.dataset).task
     # The test loss in the formula the framework trained on (keras[jax]/keras[torch]: see ftmed_core.frameworks).
-    loss = effective_loss(framework, config.loss)
+    loss = effective_loss(record.framework, config.loss)
     metrics, probabilities = test_metrics(logits, data.y_test, config.output_activation, loss, task)
     record.environment.update(result.environment)
     record.environment["loss_formula"] = loss
