@@ -14,6 +14,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from cli.executors import ExecutorName
 from cli.options import (
     AcceleratorOpt, DataDirOpt, DatasetOpt, DevicesOpt, EpochsOpt, MarginOpt, PrecisionOpt, RunsDirOpt,
     SizeOpt, ThreadsOpt, value,
@@ -73,10 +74,13 @@ def compare(
     precision: PrecisionOpt = "32",
     margin: MarginOpt = 1.0,
     tensorboard: Annotated[bool, typer.Option("--tensorboard", help="Also log each run to TensorBoard.")] = False,
+    executor: Annotated[ExecutorName, typer.Option("--executor", help="local: worker processes on this machine; ray: one Ray task per run on a Ray cluster (pip install 'ftmed[ray]'; README: Running on a cluster).")] = "local",
+    address: Annotated[Optional[str], typer.Option("--address", help="Ray cluster address (host:port, auto, ray://host:port); default: $RAY_ADDRESS, a cluster started here, else a new local one.")] = None,
 ) -> None:
     """Run variants x frameworks x seeds (resumable) and write the cross-framework comparison."""
     from cli.build import parse_int_list
     from cli.data import progress_bar
+    from cli.executors import make_executor
     from ftmed_core.config import RuntimeConfig
     from ftmed_core.data import ensure_data, load_npz, prepare
     from ftmed_core.errors import ConfigError
@@ -97,6 +101,7 @@ def compare(
         raise ConfigError(f"seeds must be >= 0, got {seeds}")
     if epochs is not None and epochs < 1:
         raise ConfigError(f"epochs must be >= 1, got {epochs}")
+    pool = make_executor(value(executor), address, jobs)
     runs_dir = Path(runs_dir)
     if runs_dir.exists() and not (runs_dir.is_dir() and os.access(runs_dir, os.R_OK | os.W_OK | os.X_OK)):
         raise ConfigError(f"runs directory {runs_dir} is not a readable, writable directory")
@@ -110,7 +115,7 @@ def compare(
     source = data_summary(prepare(raw, first.val_mode, first.val_fraction))
 
     cores = resolve_threads(RuntimeConfig())
-    per_job = threads or max(1, cores // jobs)
+    per_job = threads or pool.default_threads(cores)
     runtime = RuntimeConfig(accelerator=value(accelerator), devices=devices, precision=value(precision),
                             threads=per_job, progress=False, tensorboard=tensorboard)
     planned = plan(chosen, fws, seed_list, epochs, dataset, size, data_dir, raw.md5, runtime.precision)
@@ -121,8 +126,8 @@ def compare(
         if existing is None or not existing.finished:
             todo.append(job)
     typer.echo(f"{len(planned)} runs planned on {source['label']} ({len(planned) - len(todo)} already finished); "
-               f"{jobs} at a time, {per_job} thread(s) each")
-    run_all(todo, runtime, source, runs_dir, jobs)
+               f"{pool.describe(per_job)}")
+    pool.run(todo, runtime, source, runs_dir, path)
 
     records = [r for r in (read_record(runs_dir / job.run_key) for job in planned) if r is not None]
     outputs = render(runs_dir, records, margin)
