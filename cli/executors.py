@@ -106,6 +106,8 @@ class RayExecutor:
 
     def __init__(self, address: str | None = None, max_artifact_bytes: int = 256 << 20):
         import_ray()  # fail before any data is loaded
+        if address is not None:
+            _check_reachable(address)
         self.address = address
         self.max_artifact_bytes = max_artifact_bytes
 
@@ -203,6 +205,24 @@ def _connect(ray, address: str | None) -> None:
     except (ConnectionError, RuntimeError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"cannot connect to the Ray cluster at {address or 'the default address'}: {first}") from None
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """A host:port head must accept a TCP connection: Ray itself would retry for minutes, logging each try."""
+    import socket
+
+    from ftmed_core.errors import ConfigError
+
+    if address == "auto" or "://" in address:
+        return  # Ray resolves these itself, and fails fast
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ConfigError(f"--address {address!r} is not host:port (e.g. 10.0.0.1:6379), 'auto' or ray://host:port")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ConfigError(f"cannot reach a Ray head at {address} ({exc.strerror or exc}); start one with "
+                          f"`ray start --head --port {port}` or check the address") from None
 
 
 def _task_resources(ray, runtime) -> tuple[int, int]:

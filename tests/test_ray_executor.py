@@ -44,6 +44,21 @@ def test_address_without_the_ray_executor_is_one_line(tiny_synth_dir, tmp_path):
         "error: --address is for --executor ray; the local executor runs on this machine"]
 
 
+def test_an_unreachable_ray_head_is_one_line_not_minutes_of_retries(tiny_synth_dir, tmp_path):
+    pytest.importorskip("ray")
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    result = CliRunner().invoke(app, ["compare", *GRID, "--data-dir", str(tiny_synth_dir), "--runs-dir",
+                                      str(tmp_path / "runs"), "--executor", "ray", "--address", f"127.0.0.1:{port}"])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        f"error: cannot reach a Ray head at 127.0.0.1:{port} (Connection refused); start one with "
+        f"`ray start --head --port {port}` or check the address"]
+
+
 @pytest.fixture(scope="module")
 def cluster():
     """A real Ray cluster: head + one worker node, 1 CPU each, started from this process."""
