@@ -361,11 +361,18 @@ def _node_id() -> str | None:
         return None
 
 
-class _EventStream:
-    """Stands in for the worker's stdout: its JSON-lines epoch events go to the driver's progress box."""
+class _EventStream(io.TextIOBase):
+    """Stands in for the worker's stdout: its JSON-lines epoch events go to the driver's progress box, other
+    lines to the run's log. A text stream (isatty() False, no fileno()) for libraries that inspect stdout."""
+
+    encoding = "utf-8"
 
     def __init__(self, box, run_key: str, log):
+        super().__init__()
         self.box, self.run_key, self.log, self.pending = box, run_key, log, ""
+
+    def writable(self) -> bool:
+        return True
 
     def write(self, text: str) -> int:
         self.pending += text
@@ -379,9 +386,6 @@ class _EventStream:
             if isinstance(event, dict) and event.get("event") == "epoch" and self.box is not None:
                 self.box.put.remote({"event": "epoch", "run_key": self.run_key, "epoch": event["epoch"]})
         return len(text)
-
-    def flush(self) -> None:
-        pass
 
 
 def materialize_data(data: dict) -> Path:
