@@ -29,6 +29,7 @@ Ray is optional (`pip install 'ftmed[ray]'`); it is imported only when the ray e
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -410,6 +411,9 @@ def materialize_data(data: dict) -> Path:
                 digest.update(block)
                 out.write(block)
         if digest.hexdigest() != data["md5"]:
+            os.unlink(tmp)
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only if no other copy is there
             raise DataError(f"data file {data['name']} arrived with MD5 {digest.hexdigest()}, "
                             f"expected {data['md5']}")
         os.replace(tmp, target)  # concurrent tasks on one node each write their own part; any rename wins

@@ -9,8 +9,10 @@ worker code with the same thread count in a fresh process.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -19,7 +21,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from cli.executors import DATA_CACHE
 from cli.main import app
+from ftmed_core.data import file_md5
 from ftmed_core.records import list_records
 
 GRID = ["--variants", "baseline,sgd-momentum", "--seeds", "0,1", "--epochs", "1", "--threads", "1"]
@@ -72,6 +76,11 @@ def cluster():
     cluster.wait_for_nodes()
     yield cluster
     cluster.shutdown()
+    for md5 in _CACHED:  # the nodes' data copies (shared /tmp here, node-local on a real cluster)
+        shutil.rmtree(Path(tempfile.gettempdir()) / DATA_CACHE / md5, ignore_errors=True)
+
+
+_CACHED: list = []  # MD5s of data files the tests shipped to the cluster
 
 
 def _descendant_pids_titled(prefix: bytes) -> list[int]:
@@ -111,6 +120,7 @@ def _kill_first_task(killed: list, stop: threading.Event) -> None:
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the Ray worker to kill through /proc")
 def test_ray_grid_is_bitwise_identical_to_local_and_a_killed_worker_is_redone(cluster, tiny_synth_dir, tmp_path):
     common = ["compare", *GRID, "--data-dir", str(tiny_synth_dir)]
+    _CACHED.append(file_md5(tiny_synth_dir / "pathmnist.npz"))
     local_runs, ray_runs = tmp_path / "local", tmp_path / "ray"
     result = CliRunner().invoke(app, [*common, "--runs-dir", str(local_runs), "--jobs", "2"])
     assert result.exit_code == 0, result.output
@@ -176,7 +186,6 @@ def test_the_data_file_arrives_md5_checked_through_the_object_store(cluster, tmp
     import ray
 
     from cli.executors import materialize_data
-    from ftmed_core.data import file_md5
     from ftmed_core.errors import DataError
 
     payload = np.random.default_rng(0).integers(0, 256, size=3 << 20, dtype=np.uint8).tobytes()
@@ -186,6 +195,7 @@ def test_the_data_file_arrives_md5_checked_through_the_object_store(cluster, tmp
     try:
         chunks = [ray.put(payload[:1 << 20]), ray.put(payload[1 << 20:])]
         good = {"name": source.name, "md5": file_md5(source), "size": len(payload), "chunks": chunks}
+        _CACHED.append(good["md5"])
         fetch = ray.remote(max_retries=0)(materialize_data)
         folder = Path(ray.get(fetch.remote(good)))
         assert file_md5(folder / source.name) == good["md5"]
