@@ -319,7 +319,7 @@ def _ray_task(spec: dict, data: dict, box) -> dict:
         box.put.remote({"event": "start", "run_key": spec["run_key"], "node": node, "pid": os.getpid()})
     if not spec["gpus"]:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""  # only the GPUs Ray assigned: none
-    work = Path(tempfile.mkdtemp(prefix="ftmed-ray-run-"))
+    work = Path(tempfile.mkdtemp(prefix=f"ftmed-ray-run-{os.getpid()}-"))  # a killed task leaves it behind
     log_path = work / "worker.log"
     saved_stdout = sys.stdout
     try:

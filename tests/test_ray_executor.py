@@ -8,6 +8,7 @@ worker code with the same thread count in a fresh process.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -78,6 +79,8 @@ def cluster():
     cluster.shutdown()
     for md5 in _CACHED:  # the nodes' data copies (shared /tmp here, node-local on a real cluster)
         shutil.rmtree(Path(tempfile.gettempdir()) / DATA_CACHE / md5, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        (Path(tempfile.gettempdir()) / DATA_CACHE).rmdir()  # if nothing else is cached there
 
 
 _CACHED: list = []  # MD5s of data files the tests shipped to the cluster
@@ -136,6 +139,8 @@ def test_ray_grid_is_bitwise_identical_to_local_and_a_killed_worker_is_redone(cl
         stop.set()
         killer.join()
     assert killed, "no Ray worker was seen running a task"
+    for leftover in Path(tempfile.gettempdir()).glob(f"ftmed-ray-run-{killed[0]}-*"):
+        shutil.rmtree(leftover)  # the killed task's temp folder (it had no chance to remove it)
     assert result.exit_code == 1, result.output
     assert "one Ray task per run" in result.output and "Ray cluster: 2 node(s)" in result.output
     records = list_records(ray_runs)
