@@ -15,6 +15,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from cli.executors import ExecutorName
 from cli.options import (
     AcceleratorOpt, CudaGraphsOpt, DataDirOpt, DatasetOpt, DevicesOpt, EpochsOpt, MarginOpt, PrecisionOpt,
     RunsDirOpt, ShuffleOpt, SizeOpt, StepsPerExecutionOpt, ThreadsOpt, value,
@@ -112,10 +113,13 @@ def compare(
     margin: MarginOpt = 1.0,
     shuffle: ShuffleOpt = None,
     tensorboard: Annotated[bool, typer.Option("--tensorboard", help="Also log each run to TensorBoard.")] = False,
+    executor: Annotated[ExecutorName, typer.Option("--executor", help="local: worker processes on this machine; ray: one Ray task per run on a Ray cluster (pip install 'ftmed[ray]'; README: Running on a cluster).")] = "local",
+    address: Annotated[Optional[str], typer.Option("--address", help="Ray cluster address (host:port, auto, ray://host:port); default: $RAY_ADDRESS, a cluster started here, else a new local one.")] = None,
 ) -> None:
     """Run variants x frameworks x seeds (resumable) and write the cross-framework comparison."""
     from cli.build import parse_int_list
     from cli.data import progress_bar
+    from cli.executors import make_executor
     from ftmed_core.config import MAX_SEED, RuntimeConfig
     from ftmed_core.data import ensure_data, load_npz, prepare
     from ftmed_core.errors import ConfigError
@@ -139,6 +143,7 @@ def compare(
         raise ConfigError(f"seeds must be integers from 0 to {MAX_SEED} (2**32 - 1), got {seeds}")
     if epochs is not None and epochs < 1:
         raise ConfigError(f"epochs must be >= 1, got {epochs}")
+    pool = make_executor(value(executor), address, jobs)
     runs_dir = Path(runs_dir)
     if runs_dir.exists() and not (runs_dir.is_dir() and os.access(runs_dir, os.R_OK | os.W_OK | os.X_OK)):
         raise ConfigError(f"runs directory {runs_dir} is not a readable, writable directory")
@@ -152,14 +157,14 @@ def compare(
     source = data_summary(prepare(raw, first.val_mode, first.val_fraction))
 
     cores = resolve_threads(RuntimeConfig())
-    per_job = threads or max(1, cores // jobs)
+    per_job = threads or pool.default_threads(cores)
     runtime = RuntimeConfig(accelerator=value(accelerator), devices=devices, precision=value(precision),
                             threads=per_job, progress=False, tensorboard=tensorboard,
                             steps_per_execution=steps_per_execution, cuda_graphs=cuda_graphs)
     planned = plan(chosen, fws, seed_list, epochs, dataset, size, data_dir, raw.md5, runtime.precision,
                    value(shuffle))
     runs_dir.mkdir(parents=True, exist_ok=True)
-    run_study(planned, runtime, source, runs_dir, jobs, source["label"], per_job)
+    run_study(planned, runtime, source, runs_dir, pool, source["label"], per_job, path)
 
     records = read_planned(planned, runs_dir)
     outputs = render(runs_dir, records, margin)  # one process at a time writes a folder's report (a lock)
@@ -176,8 +181,12 @@ def compare(
         raise typer.Exit(1)
 
 
-def run_study(planned: list[Job], runtime, source: dict, runs_dir: Path, jobs: int, label: str, per_job: int) -> None:
+def run_study(planned: list[Job], runtime, source: dict, runs_dir: Path, pool, label: str, per_job: int,
+              data_path: Path | None = None) -> None:
     """Train every planned run that no process has finished, skipping runs another process is training.
+
+    `pool` is the executor (cli/executors.py: local worker processes or Ray tasks); its `run` returns the
+    jobs it found claimed by another process.
 
     Several studies may share a runs folder: each run is claimed by one process (`ftmed_core.locks`).
     Runs in flight elsewhere are skipped, then waited for once this study's own runs are done; if their
@@ -200,8 +209,8 @@ def run_study(planned: list[Job], runtime, source: dict, runs_dir: Path, jobs: i
             done = len(planned) - len(retry) - len(state.in_flight)
             busy_text = f", {len(state.in_flight)} being trained by another process" if state.in_flight else ""
             typer.echo(f"{len(planned)} runs planned on {label} ({done} already finished{busy_text}); "
-                       f"{jobs} at a time, {per_job} thread(s) each")
-        busy = run_all([by_key[k] for k in retry], runtime, source, runs_dir, jobs) or []
+                       f"{pool.describe(per_job)}")
+        busy = pool.run([by_key[k] for k in retry], runtime, source, runs_dir, data_path) or []
         waiting = state.in_flight + [job.run_key for job in busy]
         for key in waiting:
             lock = run_lock_path(runs_dir / key)
