@@ -15,8 +15,8 @@ from typing import Annotated, Optional
 import typer
 
 from cli.options import (
-    AcceleratorOpt, DataDirOpt, DatasetOpt, DevicesOpt, EpochsOpt, MarginOpt, PrecisionOpt, RunsDirOpt,
-    SizeOpt, ThreadsOpt, value,
+    AcceleratorOpt, DataDirOpt, DatasetOpt, DevicesOpt, EpochsOpt, MarginOpt, MlflowOpt, MlflowUriOpt,
+    PrecisionOpt, RunsDirOpt, SizeOpt, ThreadsOpt, VariantsFileOpt, mlflow_target, value,
 )
 
 
@@ -58,7 +58,7 @@ def record_crash(job: Job, runtime, data_source: dict, runs_dir: Path, error: st
 
 
 def compare(
-    variants: Annotated[str, typer.Option("--variants", help="study, all, a group, or comma-separated names.")] = "study",
+    variants: Annotated[Optional[str], typer.Option("--variants", help="study, all, a group, or comma-separated names (default: study; with --variants-file: baseline plus the file's, 'file' = all of the file's).")] = None,
     frameworks: Annotated[str, typer.Option("--frameworks", help="Comma-separated: lightning,keras.")] = "lightning,keras",
     seeds: Annotated[str, typer.Option("--seeds", help="Comma-separated seeds, e.g. 0,1,2.")] = "0,1,2",
     epochs: EpochsOpt = None,
@@ -66,6 +66,7 @@ def compare(
     size: SizeOpt = None,
     data_dir: DataDirOpt = None,
     runs_dir: RunsDirOpt = Path("runs"),
+    variants_file: VariantsFileOpt = None,
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Runs side by side, each with cores/jobs threads.")] = 1,
     threads: ThreadsOpt = 0,
     accelerator: AcceleratorOpt = "auto",
@@ -73,66 +74,25 @@ def compare(
     precision: PrecisionOpt = "32",
     margin: MarginOpt = 1.0,
     tensorboard: Annotated[bool, typer.Option("--tensorboard", help="Also log each run to TensorBoard.")] = False,
+    mlflow: MlflowOpt = False,
+    mlflow_uri: MlflowUriOpt = None,
 ) -> None:
     """Run variants x frameworks x seeds (resumable) and write the cross-framework comparison."""
-    from cli.build import parse_int_list
-    from cli.data import progress_bar
-    from ftmed_core.config import RuntimeConfig
-    from ftmed_core.data import ensure_data, load_npz, prepare
-    from ftmed_core.errors import ConfigError
-    from ftmed_core.records import FRAMEWORKS, read_record
-    from ftmed_core.report import render
-    from ftmed_core.runner import data_summary, resolve_threads
-    from ftmed_core.variants import select_variants
+    import ftmed
 
-    chosen = select_variants(variants)
-    fws = [f.strip() for f in frameworks.split(",") if f.strip()]
-    bad = [f for f in fws if f not in FRAMEWORKS]
-    if bad or not fws:
-        raise ConfigError(f"unknown framework(s) {bad or frameworks!r}; choose from: {', '.join(FRAMEWORKS)}")
-    seed_list = parse_int_list(seeds, "seeds")
-    if jobs < 1:
-        raise ConfigError(f"--jobs must be >= 1, got {jobs}")
-    if any(s < 0 for s in seed_list):
-        raise ConfigError(f"seeds must be >= 0, got {seeds}")
-    if epochs is not None and epochs < 1:
-        raise ConfigError(f"epochs must be >= 1, got {epochs}")
-    runs_dir = Path(runs_dir)
-    if runs_dir.exists() and not (runs_dir.is_dir() and os.access(runs_dir, os.R_OK | os.W_OK | os.X_OK)):
-        raise ConfigError(f"runs directory {runs_dir} is not a readable, writable directory")
-
-    first = chosen[0].config
-    ds, sz = dataset or first.dataset, size or first.size
-    progress, update = progress_bar("downloading")
-    with progress:
-        path = ensure_data(ds, sz, data_dir, progress=update)
-    raw = load_npz(path, ds, sz)  # validate before anything is written
-    source = data_summary(prepare(raw, first.val_mode, first.val_fraction))
-
-    cores = resolve_threads(RuntimeConfig())
-    per_job = threads or max(1, cores // jobs)
-    runtime = RuntimeConfig(accelerator=value(accelerator), devices=devices, precision=value(precision),
-                            threads=per_job, progress=False, tensorboard=tensorboard)
-    planned = plan(chosen, fws, seed_list, epochs, dataset, size, data_dir, raw.md5, runtime.precision)
-    runs_dir.mkdir(parents=True, exist_ok=True)
-    todo = []
-    for job in planned:
-        existing = read_record(runs_dir / job.run_key)
-        if existing is None or not existing.finished:
-            todo.append(job)
-    typer.echo(f"{len(planned)} runs planned on {source['label']} ({len(planned) - len(todo)} already finished); "
-               f"{jobs} at a time, {per_job} thread(s) each")
-    run_all(todo, runtime, source, runs_dir, jobs)
-
-    records = [r for r in (read_record(runs_dir / job.run_key) for job in planned) if r is not None]
-    outputs = render(runs_dir, records, margin)
+    comparison = ftmed.compare(
+        variants=variants, frameworks=frameworks, seeds=seeds, epochs=epochs, dataset=dataset, size=size,
+        data_dir=data_dir, runs_dir=runs_dir, variants_file=variants_file, jobs=jobs, threads=threads,
+        accelerator=value(accelerator), devices=devices, precision=value(precision), margin=margin,
+        tensorboard=tensorboard, mlflow=mlflow_target(mlflow, mlflow_uri),
+    )
+    outputs, records = comparison.outputs, comparison.records
     print_table(outputs["rows"], records)
     typer.echo(f"wrote {outputs['markdown']}, {outputs['csv'].name}, {outputs['json'].name}, "
                f"{len(outputs['plots'])} plots in {runs_dir / 'plots'}, "
                f"{len(outputs['predictions'])} medmnist prediction files in {runs_dir / 'predictions'}")
-    failed = [r for r in records if not r.finished]
-    if failed:
-        typer.echo(f"{len(failed)} run(s) failed; see the table's 'Failed runs' list", err=True)
+    if comparison.failed:
+        typer.echo(f"{len(comparison.failed)} run(s) failed; see the table's 'Failed runs' list", err=True)
         raise typer.Exit(1)
 
 
@@ -142,7 +102,7 @@ def run_all(todo: list[Job], runtime, source: dict, runs_dir: Path, jobs: int) -
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     console = Console(stderr=True)
-    interactive = console.is_terminal
+    interactive = console.is_terminal or console.is_jupyter  # in a notebook: rich's live widget
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeRemainingColumn(), console=console, disable=not interactive)
     pending = list(todo)

@@ -46,3 +46,16 @@ StrategyOpt = Annotated[str, typer.Option("--strategy", help="Lightning strategy
 PrecisionOpt = Annotated[Precision, typer.Option("--precision", help="32 (parity), or mixed precision on GPU.")]
 ThreadsOpt = Annotated[int, typer.Option("--threads", help="Intra-op threads per run; 0 = ftmed decides.")]
 MarginOpt = Annotated[float, typer.Option("--margin", help="Equivalence margin in accuracy percentage points.")]
+VariantsFileOpt = Annotated[
+    Optional[Path],
+    typer.Option("--variants-file", help="A TOML file of your own variants (README: 'Your own variants')."),
+]
+MlflowOpt = Annotated[bool, typer.Option("--mlflow", help="Also log each run to MLflow (a local store: RUNS_DIR/mlflow.db).")]
+MlflowUriOpt = Annotated[
+    Optional[str], typer.Option("--mlflow-uri", help="MLflow tracking URI or folder (implies --mlflow).")
+]
+
+
+def mlflow_target(enabled: bool, uri: Optional[str]):
+    """The API's `mlflow=` argument for --mlflow / --mlflow-uri (Typer has no option with an optional value)."""
+    return uri if uri else (True if enabled else None)

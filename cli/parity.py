@@ -82,13 +82,39 @@ def markdown(checks, seconds: dict[int, float], environment: dict) -> str:
     return "\n".join(lines)
 
 
+def user_variant_checks(user_variants, chosen, on_layer, seconds: dict) -> list:
+    """A variants file's variants through the layers the registry's variants go through: 1 (architecture,
+    as every registry variant) and 7 (one epoch of training from the same weights and batch order, as the
+    baseline), each row named after its variant."""
+    from dataclasses import replace as _replace
+
+    from cli.parity_checks import layer_1_architecture, layer_7_closed_loop
+
+    rows: list = []
+    for layer, run in ((1, lambda: layer_1_architecture(user_variants)),
+                       (7, lambda: [_replace(c, subject=f"{v.name}: {c.subject}") for v in user_variants
+                                    for c in layer_7_closed_loop(v.config)])):
+        if layer not in chosen:
+            continue
+        started = time.perf_counter()
+        found = run()
+        seconds[layer] = seconds.get(layer, 0.0) + time.perf_counter() - started
+        on_layer(layer, found, time.perf_counter() - started)
+        rows += found
+    return rows
+
+
 def parity(
     layers: Annotated[Optional[str], typer.Option("--layers", help="Layers to run, e.g. 1,2,5 or 1-7 (default: 1-7).")] = None,
     statistical: Annotated[bool, typer.Option("--statistical", help="Also run layer 8: outcomes over seeds (a few minutes).")] = False,
     out: Annotated[Path, typer.Option("--out", help="Folder for parity.md and parity.json.")] = Path("runs/parity"),
+    variants_file: Annotated[Optional[Path], typer.Option("--variants-file", help="Also check your own variants (layers 1 and 7).")] = None,
 ) -> None:
     """Prove layer by layer that the Lightning port computes what the Keras reference computes."""
     chosen = parse_layers(layers, statistical)
+    from ftmed_core.user_variants import load_variants_file
+
+    user_variants = load_variants_file(variants_file) if variants_file is not None else []
     from rich.console import Console
     from rich.table import Table
 
@@ -104,6 +130,8 @@ def parity(
 
     started = time.perf_counter()
     checks, seconds = run_layers(chosen, progress)
+    if user_variants:
+        checks += user_variant_checks(user_variants, chosen, progress, seconds)
     total = time.perf_counter() - started
 
     import lightning

@@ -205,8 +205,8 @@ def layer_1_architecture(variants: Iterable[str] | None = None, input_dim: int =
     from ftmed_core.protocol import layer_sizes, parameter_count
 
     rows: list[Check] = []
-    for name in variants or VARIANTS:
-        config = VARIANTS[name].config
+    for item in variants or VARIANTS:  # registry names, or Variant objects (a variants file's)
+        name, config = (item, VARIANTS[item].config) if isinstance(item, str) else (item.name, item.config)
 
         def one(config=config, name=name) -> list[Check]:
             expected = parameter_count(config, input_dim, n_classes)

@@ -15,11 +15,10 @@ def report(
     margin: MarginOpt = 1.0,
 ) -> None:
     """Rebuild comparison.md/.csv/.json, the plots and the medmnist prediction files from run records."""
+    import ftmed
     from cli.compare import print_table
-    from ftmed_core.records import list_records
-    from ftmed_core.report import render
 
-    records = list_records(runs_dir)
-    outputs = render(runs_dir, records, margin)
-    print_table(outputs["rows"], records)
-    typer.echo(f"wrote {outputs['markdown']} and {len(outputs['plots'])} plots from {len(records)} records")
+    comparison = ftmed.load_runs(runs_dir, margin=margin)
+    outputs = comparison.write()
+    print_table(outputs["rows"], comparison.records)
+    typer.echo(f"wrote {outputs['markdown']} and {len(outputs['plots'])} plots from {len(comparison.records)} records")

@@ -37,6 +37,10 @@ def main(argv: list[str]) -> int:
 
     record = framework_train(job["framework"])(config, runtime=runtime, runs_dir=Path(job["runs_dir"]),
                                                on_epoch=on_epoch)
+    if runtime.mlflow:  # test metrics, record and plots: known only now
+        from ftmed.tracking import finish_run
+
+        finish_run(record, Path(job["runs_dir"]) / record.run_key, runtime.mlflow)
     emit({"event": "done", "status": record.status, "run_key": record.run_key, "error": record.error})
     return 0
 

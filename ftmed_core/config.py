@@ -229,6 +229,8 @@ class RuntimeConfig:
     progress: bool | None = None  # None: a progress bar only when stderr is a terminal
     # Also log to TensorBoard (run_dir/tensorboard); needs the `tensorboard` package.
     tensorboard: bool = False
+    # Also log to MLflow at this tracking URI (e.g. sqlite:////abs/runs/mlflow.db); None: off. Needs `mlflow`.
+    mlflow: str | None = None
 
     def __post_init__(self) -> None:
         if self.accelerator not in ACCELERATORS:
@@ -243,6 +245,8 @@ class RuntimeConfig:
             raise ConfigError(f"threads must be >= 0 (0 = automatic), got {self.threads}")
         if self.tensorboard and importlib.util.find_spec("tensorboard") is None:
             raise ConfigError("TensorBoard logging needs the tensorboard package: pip install tensorboard")
+        if self.mlflow and importlib.util.find_spec("mlflow") is None:
+            raise ConfigError("MLflow logging needs the mlflow package: pip install 'ftmed[mlflow]' (or mlflow)")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -234,6 +234,12 @@ def fit(config: ExperimentConfig, runtime: RuntimeConfig, data: ExperimentData, 
     callbacks = [batches.callback, keras.callbacks.CSVLogger(str(run_dir / CSV_LOG)), report]
     if runtime.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard")))
+    tracker = None
+    if runtime.mlflow:
+        from keras_ref.mlflow_callback import MLflowCallback
+
+        tracker = MLflowCallback(config, runtime, report.history, -(-n_train // config.batch_size))
+        callbacks.append(tracker)
     started = time.perf_counter()
     model.fit(
         batches.dataset,
@@ -252,7 +258,7 @@ def fit(config: ExperimentConfig, runtime: RuntimeConfig, data: ExperimentData, 
         training_seconds=training_seconds,
         environment={"tensorflow": tf.__version__, "keras": keras.__version__,
                      "keras_backend": keras.backend.backend(), "steps_per_execution": STEPS_PER_EXECUTION,
-                     "jit_compile": False, **env},
+                     "jit_compile": False, **env, **({"mlflow_run_id": tracker.run_id} if tracker else {})},
     )
 
 

@@ -1,0 +1,346 @@
+"""ftmed's public functions; `ftmed/__init__.py` re-exports them. The CLI commands call these.
+
+Layering: this package sits where the CLI does. It imports the core at module level and each framework
+only inside the function that trains with it, so `import ftmed` imports neither torch nor TensorFlow.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable, Iterable, Sequence, Union
+
+from ftmed_core.config import ExperimentConfig, RuntimeConfig
+from ftmed_core.errors import ConfigError
+from ftmed_core.records import FRAMEWORKS, RunRecord
+from ftmed_core.report import DEFAULT_MARGIN
+from ftmed_core.variants import Variant
+
+from ftmed.comparison import Comparison
+
+VariantLike = Union[str, Variant, ExperimentConfig]
+PROTOCOL_FIELDS = ("epochs", "seed", "data_dir", "dataset", "size")
+
+
+def in_notebook() -> bool:
+    """True inside a Jupyter kernel (where progress shows as a notebook widget, not terminal escapes)."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+
+
+def variants(group: str | Sequence[str] = "all", file: str | Path | None = None) -> list[Variant]:
+    """The registry's variants (a group, names, or "all"), or with `file` the variants a TOML file defines.
+
+    With `file`, `group` may also name the file's variants; "all" (the default) then means the file's own.
+    Each `Variant` has `.name`, `.config` (an `ExperimentConfig`), `.purpose`, `.group`, `.study_accuracy`.
+
+    Example:
+        >>> [v.name for v in ftmed.variants("study")]
+        ['baseline', 'sigmoid-output', 'lr-1e-4', 'sgd-momentum', 'wider-deeper']
+    """
+    from ftmed_core.user_variants import GROUP, load_variants_file, select
+    from ftmed_core.variants import select_variants
+
+    if file is None:
+        return select_variants(group)
+    extra = load_variants_file(file)
+    return select(GROUP if group == "all" else group, extra)
+
+
+def load_variants(path: str | Path) -> list[Variant]:
+    """The variants defined in a TOML variants file (README: "Your own variants"), validated.
+
+    Raises `ftmed.ConfigError` listing every mistake, one line each.
+
+    Example:
+        >>> mine = ftmed.load_variants("my_variants.toml")
+        >>> ftmed.compare(variants=["baseline", *mine], seeds=[0, 1])
+    """
+    from ftmed_core.user_variants import load_variants_file
+
+    return load_variants_file(path)
+
+
+def _as_variant(item: VariantLike, extra: list[Variant]) -> list[Variant]:
+    from ftmed_core.user_variants import select
+
+    if isinstance(item, Variant):
+        return [item]
+    if isinstance(item, ExperimentConfig):
+        return [Variant(item, "from Python", "python")]
+    if isinstance(item, str):
+        return select(item, extra)
+    raise ConfigError(f"a variant is a name, a Variant or an ExperimentConfig, got {type(item).__name__}")
+
+
+def _select(spec, variants_file) -> list[Variant]:
+    from ftmed_core.user_variants import load_variants_file, select
+
+    extra = load_variants_file(variants_file) if variants_file is not None else []
+    if spec is None or isinstance(spec, str):
+        return select(spec, extra)
+    chosen: list[Variant] = []
+    for item in spec:
+        for variant in _as_variant(item, extra):
+            if variant.name not in {c.name for c in chosen}:
+                chosen.append(variant)
+    if not chosen:
+        raise ConfigError("no variants selected")
+    return chosen
+
+
+def _framework_train(framework: str):
+    if framework not in FRAMEWORKS:
+        raise ConfigError(f"unknown framework {framework!r}; choose from: {', '.join(FRAMEWORKS)}")
+    if framework == "lightning":
+        from lightning_ft import train
+    else:
+        from keras_ref import train
+    return train
+
+
+def _epoch_bar(total: int, description: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=description, unit="epoch", leave=True)
+
+
+def train(
+    config: VariantLike = "baseline",
+    framework: str = "lightning",
+    *,
+    epochs: int | None = None,
+    seed: int | None = None,
+    data_dir: str | Path | None = None,
+    dataset: str | None = None,
+    size: int | None = None,
+    runs_dir: str | Path = "runs",
+    runtime: RuntimeConfig | None = None,
+    tensorboard: bool = False,
+    mlflow: bool | str | Path | None = None,
+    force: bool = False,
+    progress: bool | None = None,
+    on_epoch: Callable[[int, int, dict], None] | None = None,
+    data=None,
+    **fields,
+) -> RunRecord:
+    """Train one configuration in one framework, in this process, and return its `RunRecord`.
+
+    Args:
+        config: a registry variant name ("baseline", "sgd-momentum", ...), a `Variant`, or an `ExperimentConfig`.
+        framework: "lightning" or "keras".
+        epochs, seed, data_dir, dataset, size: the protocol (default: the config's; data_dir None means
+            $FTMED_DATA_DIR or ~/.medmnist, downloading PathMNIST if it is missing).
+        runs_dir: the run directory goes in here (`runs_dir/<run key>`, holding record.json and the arrays).
+        runtime: where to train (`RuntimeConfig`: accelerator, devices, threads, precision); default CPU/GPU auto.
+        tensorboard: also log to TensorBoard in the run directory.
+        mlflow: also log to MLflow: True for a local store in `runs_dir/mlflow.db`, or a tracking URI / folder.
+        force: retrain even if this exact run finished already (the old run is moved aside, never deleted);
+            otherwise a finished identical run is returned as it is.
+        progress: a per-epoch progress bar (a widget in a notebook); None: in a notebook yes, else the
+            framework's own bar when stderr is a terminal.
+        on_epoch: called after each epoch with (epoch, total epochs, that epoch's history values).
+        **fields: any other `ExperimentConfig` or optimizer field (`learning_rate=1e-4`, `optimizer="sgd"`,
+            `hidden_units=[256, 128]`, ...); the run is then named `<variant>+<changes>`.
+
+    A run that fails (NaN loss, a crash) comes back with `status == "failed"` and its `error`; bad input
+    raises `ftmed.ConfigError` (or `DataError`) naming the bad value.
+
+    Example:
+        >>> record = ftmed.train("baseline", framework="keras", epochs=2, data_dir="data/synthetic")
+        >>> record.test["accuracy"], record.history["val_acc"]
+    """
+    from ftmed_core.data import ensure_data, load_npz, prepare
+    from ftmed_core.user_variants import apply_fields
+
+    from ftmed.tracking import finish_run, prepare_store, resolve_uri
+
+    fit = _framework_train(framework)
+    base = _select([config], None)[0].config if not isinstance(config, ExperimentConfig) else config
+    changed = apply_fields(base, fields) if fields else base
+    if changed != base:
+        changed = replace(changed, name=f"{base.name}+{changed.describe_changes(base)}")
+    protocol = {"epochs": epochs, "seed": seed, "dataset": dataset, "size": size,
+                "data_dir": str(data_dir) if data_dir is not None else None}
+    config = replace(changed, **{k: v for k, v in protocol.items() if v is not None})
+
+    runtime = runtime or RuntimeConfig()
+    uri = resolve_uri(mlflow, runs_dir) if mlflow is not None else runtime.mlflow
+    runtime = replace(runtime, tensorboard=tensorboard or runtime.tensorboard, mlflow=uri)
+    if runtime.mlflow:
+        prepare_store(runtime.mlflow)
+    notebook_bar = progress if progress is not None else in_notebook()
+    if notebook_bar or progress is False:
+        runtime = replace(runtime, progress=False)  # no terminal bar from the framework
+    if data is None:
+        path = ensure_data(config.dataset, config.size, config.data_dir)
+        data = prepare(load_npz(path, config.dataset, config.size), config.val_mode, config.val_fraction)
+
+    bar = _epoch_bar(config.epochs, f"{config.name} / {framework} / seed {config.seed}") if notebook_bar else None
+
+    def epoch_done(epoch: int, total: int, values: dict) -> None:
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(val_acc=f"{values.get('val_acc', float('nan')):.4f}")
+        if on_epoch is not None:
+            on_epoch(epoch, total, values)
+
+    try:
+        record = fit(config, runtime=runtime, runs_dir=Path(runs_dir), data=data, force=force, on_epoch=epoch_done)
+    finally:
+        if bar is not None:
+            bar.close()
+    if runtime.mlflow:
+        finish_run(record, Path(runs_dir) / record.run_key, runtime.mlflow)
+    return record
+
+
+def _as_list(value, what: str, cast=str) -> list:
+    if isinstance(value, str):
+        from cli.build import parse_int_list
+
+        return parse_int_list(value, what) if cast is int else [v.strip() for v in value.split(",") if v.strip()]
+    if isinstance(value, int):
+        return [value]
+    return [cast(v) for v in value]
+
+
+def compare(
+    variants: str | Iterable[VariantLike] | None = None,
+    frameworks: str | Iterable[str] = ("lightning", "keras"),
+    seeds: str | Iterable[int] = (0, 1, 2),
+    *,
+    epochs: int | None = None,
+    dataset: str | None = None,
+    size: int | None = None,
+    data_dir: str | Path | None = None,
+    runs_dir: str | Path = "runs",
+    variants_file: str | Path | None = None,
+    jobs: int = 1,
+    threads: int = 0,
+    accelerator: str = "auto",
+    devices: int = 1,
+    precision: str = "32",
+    margin: float = DEFAULT_MARGIN,
+    tensorboard: bool = False,
+    mlflow: bool | str | Path | None = None,
+    quiet: bool = False,
+) -> Comparison:
+    """Run variants × frameworks × seeds, each run in its own process (resumable: finished runs are kept
+    and not retrained), write the report into `runs_dir`, and return the `Comparison`.
+
+    Args:
+        variants: "study" (default without a file), "all", a group, names, or a list mixing names,
+            `Variant`s and `ExperimentConfig`s. With `variants_file` the default is the baseline plus all of
+            the file's variants, and "file" selects the file's variants.
+        frameworks: "lightning", "keras" or both (a list or "lightning,keras").
+        seeds: a list of seeds or "0,1,2"; a seed fixes the initial weights and the batch order of both
+            frameworks.
+        epochs, dataset, size, data_dir: the protocol for every run (default: each variant's own).
+        jobs, threads: runs side by side, and intra-op threads per run (0: cores / jobs).
+        margin: the equivalence margin (accuracy points) of the TOST column.
+        tensorboard, mlflow: also log every run (mlflow: True for `runs_dir/mlflow.db`, or a URI / folder).
+        quiet: print nothing (the grid's progress bar still shows: a widget in a notebook).
+
+    Failed runs are recorded and reported, not raised: check `comparison.failed`.
+
+    Example:
+        >>> comparison = ftmed.compare(variants="study", seeds=[0, 1], epochs=2, data_dir="data/synthetic")
+        >>> comparison.table
+        >>> comparison.figures()["accuracy_bars"]
+    """
+    from cli.compare import plan, run_all
+    from cli.data import progress_bar
+    from ftmed_core.data import ensure_data, load_npz, prepare
+    from ftmed_core.records import read_record
+    from ftmed_core.report import render
+    from ftmed_core.runner import data_summary, resolve_threads
+
+    from ftmed.tracking import prepare_store, resolve_uri
+
+    say = (lambda text: None) if quiet else print
+    chosen = _select(variants, variants_file)
+    fws = _as_list(frameworks, "frameworks")
+    bad = [f for f in fws if f not in FRAMEWORKS]
+    if bad or not fws:
+        raise ConfigError(f"unknown framework(s) {bad or frameworks!r}; choose from: {', '.join(FRAMEWORKS)}")
+    seed_list = _as_list(seeds, "seeds", int)
+    if jobs < 1:
+        raise ConfigError(f"--jobs must be >= 1, got {jobs}")
+    if any(s < 0 for s in seed_list):
+        raise ConfigError(f"seeds must be >= 0, got {seeds}")
+    if epochs is not None and epochs < 1:
+        raise ConfigError(f"epochs must be >= 1, got {epochs}")
+    runs_dir = Path(runs_dir)
+    if runs_dir.exists() and not (runs_dir.is_dir() and os.access(runs_dir, os.R_OK | os.W_OK | os.X_OK)):
+        raise ConfigError(f"runs directory {runs_dir} is not a readable, writable directory")
+
+    first = chosen[0].config
+    ds, sz = dataset or first.dataset, size or first.size
+    progress, update = progress_bar("downloading")
+    with progress:
+        path = ensure_data(ds, sz, data_dir, progress=update)
+    raw = load_npz(path, ds, sz)  # validate before anything is written
+    source = data_summary(prepare(raw, first.val_mode, first.val_fraction))
+
+    cores = resolve_threads(RuntimeConfig())
+    per_job = threads or max(1, cores // jobs)
+    runtime = RuntimeConfig(accelerator=accelerator, devices=devices, precision=precision,
+                            threads=per_job, progress=False, tensorboard=tensorboard,
+                            mlflow=resolve_uri(mlflow, runs_dir))
+    if runtime.mlflow:
+        prepare_store(runtime.mlflow)
+    planned = plan(chosen, fws, seed_list, epochs, dataset, size, data_dir, raw.md5, runtime.precision)
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    todo = []
+    for job in planned:
+        existing = read_record(runs_dir / job.run_key)
+        if existing is None or not existing.finished:
+            todo.append(job)
+    say(f"{len(planned)} runs planned on {source['label']} ({len(planned) - len(todo)} already finished); "
+        f"{jobs} at a time, {per_job} thread(s) each")
+    run_all(todo, runtime, source, runs_dir, jobs)
+
+    records = [r for r in (read_record(runs_dir / job.run_key) for job in planned) if r is not None]
+    comparison = Comparison(records, runs_dir, margin)
+    comparison.outputs = render(runs_dir, records, margin)
+    comparison.__dict__["rows"] = comparison.outputs["rows"]
+    return comparison
+
+
+def load_runs(runs_dir: str | Path = "runs", margin: float = DEFAULT_MARGIN) -> Comparison:
+    """Every run record in `runs_dir` as a `Comparison`; trains nothing and writes nothing
+    (`comparison.write()` re-renders the report files, as `ftmed report` does).
+
+    Example:
+        >>> comparison = ftmed.load_runs("runs")
+        >>> comparison.table.filter(like="acc_mean")
+    """
+    from ftmed_core.errors import RunError
+    from ftmed_core.records import list_records
+
+    records = list_records(runs_dir)
+    if not records:
+        raise RunError(f"{runs_dir} holds no run records; run `ftmed compare` or `ftmed train` first")
+    return Comparison(records, Path(runs_dir), margin)
+
+
+def synthesize(out: str | Path = "data/synthetic", scale: float = 1.0, *, dataset: str = "pathmnist", size: int = 28,
+               seed: int = 0, overwrite: bool = False) -> Path:
+    """Write a SYNTHETIC MedMNIST-format file (learnable, labelled synthetic in every record, table and plot)
+    and return its path; pass its folder as `data_dir`. `scale` shrinks the real split sizes. A file already
+    there is kept as it is (so a notebook can rerun this cell) unless `overwrite`.
+
+    Example:
+        >>> path = ftmed.synthesize("data/synthetic", scale=0.02)
+        >>> ftmed.train("baseline", data_dir=path.parent, epochs=2)
+    """
+    from ftmed_core.data import data_path
+    from ftmed_core.synth import write_synthetic
+
+    if data_path(dataset, size, out).is_file() and not overwrite:
+        return data_path(dataset, size, out)
+    return write_synthetic(out, dataset, size, scale=scale, seed=seed, overwrite=overwrite)
