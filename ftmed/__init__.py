@@ -10,7 +10,7 @@ the `ftmed` command calls.
     comparison.figures()["accuracy_bars"]                          # matplotlib Figures, inline in a notebook
     ftmed.load_runs("runs").runs                                   # one row per run, from the records
 
-Stable names: `train`, `compare`, `load_runs`, `variants`, `load_variants`, `synthesize`, `Comparison`,
+Stable names: `train`, `compare`, `load_runs`, `variants`, `load_variants`, `load_data`, `synthesize`, `Comparison`,
 `ExperimentConfig`, `OptimizerConfig`, `RuntimeConfig`, `RunRecord`, `Variant`, `BASELINE`, `optimizer_config`,
 `FtmedError`, `ConfigError`, `DataError`, `RunError`. Importing ftmed imports neither torch nor TensorFlow;
 each framework is imported by the function that trains with it.
@@ -22,11 +22,11 @@ from ftmed_core.errors import ConfigError, DataError, FtmedError, RunError
 from ftmed_core.records import RunRecord
 from ftmed_core.variants import BASELINE, Variant
 
-from ftmed.api import compare, load_runs, load_variants, synthesize, train, variants
+from ftmed.api import compare, load_data, load_runs, load_variants, synthesize, train, variants
 from ftmed.comparison import Comparison
 
 __all__ = [
-    "train", "compare", "load_runs", "variants", "load_variants", "synthesize", "Comparison",
+    "train", "compare", "load_runs", "variants", "load_variants", "load_data", "synthesize", "Comparison",
     "ExperimentConfig", "OptimizerConfig", "RuntimeConfig", "RunRecord", "Variant", "BASELINE",
     "optimizer_config", "FtmedError", "ConfigError", "DataError", "RunError", "__version__",
 ]

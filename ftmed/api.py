@@ -278,6 +278,9 @@ def compare(
     if runs_dir.exists() and not (runs_dir.is_dir() and os.access(runs_dir, os.R_OK | os.W_OK | os.X_OK)):
         raise ConfigError(f"runs directory {runs_dir} is not a readable, writable directory")
 
+    uri = resolve_uri(mlflow, runs_dir)
+    RuntimeConfig(tensorboard=tensorboard, mlflow=uri)  # a missing tensorboard/mlflow: one line, before any data
+
     first = chosen[0].config
     ds, sz = dataset or first.dataset, size or first.size
     progress, update = progress_bar("downloading")
@@ -289,8 +292,7 @@ def compare(
     cores = resolve_threads(RuntimeConfig())
     per_job = threads or max(1, cores // jobs)
     runtime = RuntimeConfig(accelerator=accelerator, devices=devices, precision=precision,
-                            threads=per_job, progress=False, tensorboard=tensorboard,
-                            mlflow=resolve_uri(mlflow, runs_dir))
+                            threads=per_job, progress=False, tensorboard=tensorboard, mlflow=uri)
     if runtime.mlflow:
         prepare_store(runtime.mlflow)
     planned = plan(chosen, fws, seed_list, epochs, dataset, size, data_dir, raw.md5, runtime.precision)
@@ -326,6 +328,24 @@ def load_runs(runs_dir: str | Path = "runs", margin: float = DEFAULT_MARGIN) -> 
     if not records:
         raise RunError(f"{runs_dir} holds no run records; run `ftmed compare` or `ftmed train` first")
     return Comparison(records, Path(runs_dir), margin)
+
+
+def load_data(data_dir: str | Path | None = None, dataset: str = "pathmnist", size: int = 28,
+              val_mode: str = "holdout", val_fraction: float = 0.2):
+    """The data every run trains on, as both frameworks receive it: a validated MedMNIST file (downloaded,
+    MD5-checked, if missing), pixels / 255 flattened, the holdout (Keras's `validation_split`) or official
+    validation rows. Returns an `ExperimentData` (`x_train`, `y_train`, `x_val`, ..., `class_names`,
+    `label`, `synthetic`).
+
+    Example:
+        >>> data = ftmed.load_data("data/synthetic")
+        >>> data.x_train.shape, data.label
+    """
+    from ftmed_core.data import load_experiment_data
+
+    config = ExperimentConfig(dataset=dataset, size=size, val_mode=val_mode, val_fraction=val_fraction,
+                              data_dir=str(data_dir) if data_dir is not None else None)
+    return load_experiment_data(config)
 
 
 def synthesize(out: str | Path = "data/synthetic", scale: float = 1.0, *, dataset: str = "pathmnist", size: int = 28,
