@@ -1,8 +1,8 @@
 """Keras's counterpart of Lightning's `MLFlowLogger`: one MLflow run per training, through the mlflow client.
 
 It logs what `lightning_ft` logs (ftmed_core.tracking): the flat parameters, and per epoch the shared
-history keys plus `epoch` at step = the epoch's last optimizer step, 0-based (Lightning's step). The run is left open-ended (status FINISHED
-when training ends); `ftmed.tracking.finish_run` adds the test metrics and artifacts afterwards.
+history keys plus `epoch`, at step = the epoch's last optimizer step, 0-based (Lightning's step). The run
+is marked FINISHED when training ends; `ftmed.tracking.finish_run` adds the test metrics and artifacts.
 """
 
 from __future__ import annotations
@@ -36,8 +36,9 @@ class MLflowCallback(keras.callbacks.Callback):
                                                    tracking.params("keras", config, runtime).items()])
 
     def on_epoch_end(self, epoch, logs=None):
-        from mlflow.entities import Metric
         import time
+
+        from mlflow.entities import Metric
 
         step = (epoch + 1) * self.steps_per_epoch - 1  # Lightning's: the epoch's last step, 0-based
         now = int(time.time() * 1000)
