@@ -120,8 +120,15 @@ def test_three_new_variants_through_compare_report_and_parity(tiny_synth_dir, tm
     path = write(tmp_path, THREE)
     runs = tmp_path / "runs"
     result = invoke("compare", "--variants-file", path, "--variants", "file", "--frameworks", "lightning",
-                    "--seeds", "0", "--epochs", "1", "--data-dir", tiny_synth_dir, "--runs-dir", runs)
+                    "--seeds", "0", "--epochs", "1", "--data-dir", tiny_synth_dir, "--runs-dir", runs, "--mlflow")
     assert result.exit_code == 0, result.output
+    # --mlflow: each worker logged its run, test metrics included, to the default store in the runs folder
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{runs / 'mlflow.db'}")
+    logged = client.search_runs([client.get_experiment_by_name("ftmed").experiment_id])
+    assert sorted(r.data.tags["ftmed.variant"] for r in logged) == ["narrow-sgd", "slow-small-batch", "tanh-3e-4"]
+    assert all(r.info.status == "FINISHED" and 0 <= r.data.metrics["test_accuracy"] <= 1 for r in logged)
     table = json.loads((runs / "comparison.json").read_text())
     rows = {row["variant"]: row for row in table["rows"]}
     assert set(rows) == {"tanh-3e-4", "narrow-sgd", "slow-small-batch"}
