@@ -102,7 +102,7 @@ def run_all(todo: list[Job], runtime, source: dict, runs_dir: Path, jobs: int) -
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     console = Console(stderr=True)
-    interactive = console.is_terminal or console.is_jupyter  # in a notebook: rich's live widget
+    interactive = console.is_terminal
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeRemainingColumn(), console=console, disable=not interactive)
     pending = list(todo)

@@ -6,8 +6,10 @@ only inside the function that trains with it, so `import ftmed` imports neither 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterable, Sequence, Union
@@ -188,14 +190,51 @@ def train(
         if on_epoch is not None:
             on_epoch(epoch, total, values)
 
+    called = time.time()
     try:
         record = fit(config, runtime=runtime, runs_dir=Path(runs_dir), data=data, force=force, on_epoch=epoch_done)
     finally:
         if bar is not None:
             bar.close()
-    if runtime.mlflow:
+    reused = record.started_at is not None and record.started_at < called
+    if runtime.mlflow and not reused:  # a reused run was logged (or not) when it trained
         finish_run(record, Path(runs_dir) / record.run_key, runtime.mlflow)
     return record
+
+
+@contextlib.contextmanager
+def _notebook_grid_bar(todo: list, runs_dir: Path):
+    """In a notebook, a widget progress bar over the grid's runs (the grid runner's own bar is for terminals):
+    a background thread counts the run records written since the grid started. Elsewhere: nothing."""
+    if not (in_notebook() and todo):
+        yield
+        return
+    import threading
+
+    from tqdm.auto import tqdm
+
+    from ftmed_core.records import RECORD_FILE
+
+    started, stop = time.time(), threading.Event()
+    bar = tqdm(total=len(todo), desc="runs", unit="run")
+
+    def done() -> int:
+        paths = (runs_dir / job.run_key / RECORD_FILE for job in todo)
+        return sum(1 for p in paths if p.is_file() and p.stat().st_mtime >= started)
+
+    def poll() -> None:
+        while not stop.wait(0.5):
+            bar.update(done() - bar.n)
+
+    thread = threading.Thread(target=poll, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        bar.update(done() - bar.n)
+        bar.close()
 
 
 def _as_list(value, what: str, cast=str) -> list:
@@ -304,7 +343,8 @@ def compare(
             todo.append(job)
     say(f"{len(planned)} runs planned on {source['label']} ({len(planned) - len(todo)} already finished); "
         f"{jobs} at a time, {per_job} thread(s) each")
-    run_all(todo, runtime, source, runs_dir, jobs)
+    with _notebook_grid_bar(todo, runs_dir):
+        run_all(todo, runtime, source, runs_dir, jobs)
 
     records = [r for r in (read_record(runs_dir / job.run_key) for job in planned) if r is not None]
     comparison = Comparison(records, runs_dir, margin)

@@ -25,6 +25,29 @@ def _pandas():
     return pandas
 
 
+def _inline_figures() -> None:
+    """In a Jupyter kernel, make sure a `Figure` displays as a PNG even when `%matplotlib inline` has not
+    run (a pyplot-free Figure has no formatter otherwise); a format the user chose is left alone."""
+    import sys
+
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    if shell is None or not hasattr(shell, "display_formatter"):
+        return
+    from matplotlib.figure import Figure
+
+    formatters = shell.display_formatter.formatters
+    for mime in ("image/png", "image/svg+xml", "application/pdf", "image/jpeg"):
+        try:
+            formatters[mime].lookup_by_type(Figure)
+            return
+        except KeyError:
+            continue
+    from IPython.core.pylabtools import select_figure_formats
+
+    select_figure_formats(shell, {"png"})
+
+
 @dataclass
 class Comparison:
     """Run records of one comparison (a `compare` grid or a runs folder), with the report's views of them.
@@ -103,9 +126,9 @@ class Comparison:
     def figures(self) -> dict:
         """The report's plots as matplotlib `Figure`s (they display inline in a notebook), keyed by the name
         of their PNG: `accuracy_bars`, `curves_<variant>`, `confusion_<framework>` (the baseline's)."""
-        import matplotlib.pyplot  # noqa: F401  -- in a Jupyter kernel this turns on inline display of Figures
-
         from ftmed_core import plots
+
+        _inline_figures()
 
         subtitle = " [SYNTHETIC DATA]" if self.synthetic else ""
         figures = {"accuracy_bars": plots.accuracy_bars_figure(self.rows, subtitle)}
