@@ -83,7 +83,7 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
         if isinstance(value, str):
             return value
         raise TypeError(f"must be a string, got {_type_name(value)} ({value!r})")
-    raise TypeError(f"cannot be set from a file")  # pragma: no cover - every field is covered above
+    raise TypeError("cannot be set from a file")  # pragma: no cover - every field is covered above
 
 
 def apply_fields(base: ExperimentConfig, settings: dict[str, Any], name: str | None = None) -> ExperimentConfig:
