@@ -17,8 +17,9 @@ import typer
 
 from cli.executors import ExecutorName
 from cli.options import (
-    AcceleratorOpt, CudaGraphsOpt, DataDirOpt, DatasetOpt, DevicesOpt, EpochsOpt, MarginOpt, PrecisionOpt,
-    RunsDirOpt, ShuffleOpt, SizeOpt, StepsPerExecutionOpt, ThreadsOpt, value,
+    AcceleratorOpt, CudaGraphsOpt, DataDirOpt, DatasetOpt, DevicesOpt, EpochsOpt, MarginOpt, MlflowOpt,
+    MlflowUriOpt, PrecisionOpt, RunsDirOpt, ShuffleOpt, SizeOpt, StepsPerExecutionOpt, ThreadsOpt, VariantsFileOpt,
+    mlflow_target, value,
 )
 from cli.worker import BUSY_EXIT  # the worker's exit code for a run another process has claimed
 
@@ -95,7 +96,7 @@ def record_crash(job: Job, runtime, data_source: dict, runs_dir: Path, error: st
 
 
 def compare(
-    variants: Annotated[str, typer.Option("--variants", help="study, all, a group, or comma-separated names.")] = "study",
+    variants: Annotated[Optional[str], typer.Option("--variants", help="study, all, a group, or comma-separated names (default: study; with --variants-file: baseline plus the file's, 'file' = all of the file's).")] = None,
     frameworks: Annotated[str, typer.Option("--frameworks", help="Comma-separated: lightning, keras (TensorFlow), keras[jax], keras[torch].")] = "lightning,keras",
     seeds: Annotated[str, typer.Option("--seeds", help="Comma-separated seeds, e.g. 0,1,2.")] = "0,1,2",
     epochs: EpochsOpt = None,
@@ -103,6 +104,7 @@ def compare(
     size: SizeOpt = None,
     data_dir: DataDirOpt = None,
     runs_dir: RunsDirOpt = Path("runs"),
+    variants_file: VariantsFileOpt = None,
     jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", help=f"Runs side by side, each with cores/jobs threads (default: 1; {GPU_JOBS} on one GPU).")] = None,
     threads: ThreadsOpt = 0,
     accelerator: AcceleratorOpt = "auto",
@@ -113,71 +115,30 @@ def compare(
     margin: MarginOpt = 1.0,
     shuffle: ShuffleOpt = None,
     tensorboard: Annotated[bool, typer.Option("--tensorboard", help="Also log each run to TensorBoard.")] = False,
+    mlflow: MlflowOpt = False,
+    mlflow_uri: MlflowUriOpt = None,
     executor: Annotated[ExecutorName, typer.Option("--executor", help="local: worker processes on this machine; ray: one Ray task per run on a Ray cluster (pip install 'ftmed[ray]'; README: Running on a cluster).")] = "local",
     address: Annotated[Optional[str], typer.Option("--address", help="Ray cluster address (host:port, auto, ray://host:port); default: $RAY_ADDRESS, a cluster started here, else a new local one.")] = None,
 ) -> None:
     """Run variants x frameworks x seeds (resumable) and write the cross-framework comparison."""
-    from cli.build import parse_int_list
-    from cli.data import progress_bar
-    from cli.executors import make_executor
-    from ftmed_core.config import MAX_SEED, RuntimeConfig
-    from ftmed_core.data import ensure_data, load_npz, prepare
-    from ftmed_core.errors import ConfigError
-    from ftmed_core.frameworks import parse_frameworks
-    from ftmed_core.report import render
-    from ftmed_core.runner import data_summary, resolve_threads
-    from ftmed_core.variants import select_variants
+    import ftmed
 
-    chosen = select_variants(variants)
-    fws = parse_frameworks(frameworks)  # each Keras backend runs in worker processes of its own
-    from cli.train import require_framework
-
-    for fw in fws:
-        require_framework(fw)
-    seed_list = parse_int_list(seeds, "seeds")
-    if jobs is None:
-        jobs = default_jobs(value(accelerator), devices)
-    if jobs < 1:
-        raise ConfigError(f"--jobs must be >= 1, got {jobs}")
-    if any(not 0 <= s <= MAX_SEED for s in seed_list):
-        raise ConfigError(f"seeds must be integers from 0 to {MAX_SEED} (2**32 - 1), got {seeds}")
-    if epochs is not None and epochs < 1:
-        raise ConfigError(f"epochs must be >= 1, got {epochs}")
-    pool = make_executor(value(executor), address, jobs)
-    runs_dir = Path(runs_dir)
-    if runs_dir.exists() and not (runs_dir.is_dir() and os.access(runs_dir, os.R_OK | os.W_OK | os.X_OK)):
-        raise ConfigError(f"runs directory {runs_dir} is not a readable, writable directory")
-
-    first = chosen[0].config
-    ds, sz = dataset or first.dataset, size or first.size
-    progress, update = progress_bar("downloading")
-    with progress:
-        path = ensure_data(ds, sz, data_dir, progress=update)
-    raw = load_npz(path, ds, sz)  # validate before anything is written
-    source = data_summary(prepare(raw, first.val_mode, first.val_fraction))
-
-    cores = resolve_threads(RuntimeConfig())
-    per_job = threads or pool.default_threads(cores)
-    runtime = RuntimeConfig(accelerator=value(accelerator), devices=devices, precision=value(precision),
-                            threads=per_job, progress=False, tensorboard=tensorboard,
-                            steps_per_execution=steps_per_execution, cuda_graphs=cuda_graphs)
-    planned = plan(chosen, fws, seed_list, epochs, dataset, size, data_dir, raw.md5, runtime.precision,
-                   value(shuffle))
-    runs_dir.mkdir(parents=True, exist_ok=True)
-    run_study(planned, runtime, source, runs_dir, pool, source["label"], per_job, path)
-
-    records = read_planned(planned, runs_dir)
-    outputs = render(runs_dir, records, margin)  # one process at a time writes a folder's report (a lock)
-    for exc in outputs["damaged"]:
-        typer.echo(f"left out of the report: {exc}", err=True)
+    comparison = ftmed.compare(
+        variants=variants, frameworks=frameworks, seeds=seeds, epochs=epochs, dataset=dataset, size=size,
+        data_dir=data_dir, runs_dir=runs_dir, variants_file=variants_file, jobs=jobs, threads=threads,
+        accelerator=value(accelerator), devices=devices, precision=value(precision),
+        steps_per_execution=steps_per_execution, cuda_graphs=cuda_graphs, margin=margin, shuffle=value(shuffle),
+        tensorboard=tensorboard, mlflow=mlflow_target(mlflow, mlflow_uri), executor=value(executor),
+        address=address,
+    )
+    outputs, records = comparison.outputs, comparison.records
     print_table(outputs["rows"], records, margin)
     typer.echo(f"wrote {outputs['markdown']}, {outputs['csv'].name}, {outputs['json'].name}, "
                f"{len(outputs['plots'])} plots in {runs_dir / 'plots'}, "
                f"{len(outputs['predictions'])} medmnist prediction files in {runs_dir / 'predictions'}")
-    failed = [r for r in records if not r.finished]
-    if failed:
-        typer.echo(f"{len(failed)} run(s) failed; see the table's 'Failed runs' list", err=True)
-    if failed or outputs["damaged"] or len(records) < len(planned):
+    if comparison.failed:
+        typer.echo(f"{len(comparison.failed)} run(s) failed; see the table's 'Failed runs' list", err=True)
+    if comparison.failed or outputs["damaged"] or comparison.missing:
         raise typer.Exit(1)
 
 

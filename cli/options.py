@@ -75,3 +75,16 @@ CudaGraphsOpt = Annotated[
     typer.Option("--cuda-graphs/--no-cuda-graphs", help="Lightning: replay each block of steps from a CUDA graph "
                  "(default: wherever it works)."),
 ]
+VariantsFileOpt = Annotated[
+    Optional[Path],
+    typer.Option("--variants-file", help="A TOML file of your own variants (README: 'Your own variants')."),
+]
+MlflowOpt = Annotated[bool, typer.Option("--mlflow", help="Also log each run to MLflow (a local store: RUNS_DIR/mlflow.db).")]
+MlflowUriOpt = Annotated[
+    Optional[str], typer.Option("--mlflow-uri", help="MLflow tracking URI or folder (implies --mlflow).")
+]
+
+
+def mlflow_target(enabled: bool, uri: Optional[str]):
+    """The API's `mlflow=` argument for --mlflow / --mlflow-uri (Typer has no option with an optional value)."""
+    return uri if uri else (True if enabled else None)

@@ -151,12 +151,38 @@ def run_and_report(layers: tuple[int, ...], out: Path, checks_for: Callable | No
     return 1 if failed else 0
 
 
+def user_variant_checks(user_variants) -> Callable:
+    """`checks_for` with a variants file's variants added to the layers registry variants go through:
+    1 (architecture, as every registry variant) and 7 (one epoch of training from the same weights and
+    batch order, as the baseline), each row named after its variant."""
+    from ftmed_parity import layer_checks
+    from ftmed_parity.closed_loop import closed_loop_checks
+    from ftmed_parity.structure import architecture_checks
+
+    def checks_for(layer: int) -> list:
+        checks = layer_checks(layer)
+        if layer == 1:
+            checks += architecture_checks(user_variants)
+        elif layer == 7:
+            checks += [c for v in user_variants for c in closed_loop_checks(v.config, subject=v.name)]
+        return checks
+
+    return checks_for
+
+
 def parity(
     layers: Annotated[Optional[str], typer.Option("--layers", help="Layers to run, e.g. 1,2,5 or 1-7 (default: 1-7).")] = None,
     statistical: Annotated[bool, typer.Option("--statistical", help="Also run layer 8: outcomes over seeds (17 short training runs).")] = False,
     out: Annotated[Path, typer.Option("--out", help="Folder for parity.md and parity.json.")] = Path("runs/parity"),
+    variants_file: Annotated[Optional[Path], typer.Option("--variants-file", help="Also check your own variants (layers 1 and 7).")] = None,
 ) -> None:
     """Prove layer by layer that the Lightning port computes what the Keras reference computes."""
-    code = run_and_report(parse_layers(layers, statistical), out)
+    chosen = parse_layers(layers, statistical)
+    checks_for = None
+    if variants_file is not None:
+        from ftmed_core.user_variants import load_variants_file
+
+        checks_for = user_variant_checks(load_variants_file(variants_file))
+    code = run_and_report(chosen, out, checks_for)
     if code:
         raise typer.Exit(code=code)

@@ -19,10 +19,10 @@ def report(
     Damaged runs are left out with one line each (exit code 1 once the report is written). Runs made on
     different data files get one table per file.
     """
+    import ftmed
     from cli.compare import print_table
-    from ftmed_core.report import render
 
-    outputs = render(runs_dir, None, margin)
+    outputs = ftmed.report(runs_dir, margin)
     for group in outputs["groups"]:
         print_table(group["rows"], group["records"], margin, group["heading"] if len(outputs["groups"]) > 1 else None)
     n_records = sum(len(group["records"]) for group in outputs["groups"])

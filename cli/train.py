@@ -10,8 +10,8 @@ import typer
 from cli.build import apply_overrides
 from cli.options import (
     AcceleratorOpt, DataDirOpt, DatasetOpt, DevicesOpt, EpochsOpt, Framework, HiddenActivation, InitScheme,
-    CudaGraphsOpt, LossMode, Optimizer, OutputActivation, PrecisionOpt, RunsDirOpt, Semantics, ShuffleOpt,
-    SizeOpt, StepsPerExecutionOpt, StrategyOpt, ThreadsOpt, ValMode, value,
+    CudaGraphsOpt, LossMode, MlflowOpt, MlflowUriOpt, Optimizer, OutputActivation, PrecisionOpt, RunsDirOpt,
+    Semantics, ShuffleOpt, SizeOpt, StepsPerExecutionOpt, StrategyOpt, ThreadsOpt, ValMode, mlflow_target, value,
 )
 
 
@@ -90,10 +90,13 @@ def train(
     steps_per_execution: StepsPerExecutionOpt = 0,
     cuda_graphs: CudaGraphsOpt = None,
     tensorboard: Annotated[bool, typer.Option("--tensorboard", help="Also log to TensorBoard in the run directory.")] = False,
+    mlflow: MlflowOpt = False,
+    mlflow_uri: MlflowUriOpt = None,
     runs_dir: RunsDirOpt = Path("runs"),
     force: Annotated[bool, typer.Option("--force", help="Retrain even if this exact run finished (the old one is kept aside).")] = False,
 ) -> None:
     """Train one configuration and print test accuracy, AUC, loss, training time and the run directory."""
+    import ftmed
     from cli.data import progress_bar
     from ftmed_core.config import RuntimeConfig
     from ftmed_core.data import ensure_data, load_npz, prepare
@@ -124,8 +127,8 @@ def train(
                    f"({values['epoch_seconds']:.1f} s)")
 
     started = __import__("time").time()
-    record = framework_train(fw, runtime)(config, runtime=runtime, runs_dir=runs_dir, data=data, force=force,
-                                 on_epoch=on_epoch)
+    record = ftmed.train(config, framework=fw, runtime=runtime, runs_dir=runs_dir, data=data, force=force,
+                         on_epoch=on_epoch, mlflow=mlflow_target(mlflow, mlflow_uri))
     run_dir = runs_dir / record.run_key
     if record.started_at is not None and record.started_at < started:
         typer.echo("reused a finished identical run (pass --force to retrain)")

@@ -51,12 +51,16 @@ def main(argv: list[str]) -> int:
 
     try:
         record = framework_train(job["framework"], runtime)(config, runtime=runtime, runs_dir=Path(job["runs_dir"]),
-                                                   on_epoch=on_epoch)
+                                                            on_epoch=on_epoch)
     except RunInProgress as exc:  # another study claimed this run first; `compare` waits for it
         print(f"skipped: {exc}", file=sys.stderr)
         return BUSY_EXIT
     # A finished run another process completed just before this one claimed it is reused, not retrained.
     reused = record.environment.get("pid") != os.getpid()
+    if runtime.mlflow and not reused:  # test metrics, record and plots: known only now
+        from ftmed.tracking import finish_run
+
+        finish_run(record, Path(job["runs_dir"]) / record.run_key, runtime.mlflow)
     emit({"event": "done", "status": record.status, "run_key": record.run_key, "error": record.error,
           "reused": reused})
     return 0

@@ -145,6 +145,8 @@ class RuntimeConfig:
     # Replay each block of steps from a CUDA graph. None = wherever it works (CUDA, 32-bit, one process,
     # an optimizer whose step is capturable); True = required (a run that cannot fails); False = never.
     cuda_graphs: bool | None = None
+    # Also log to MLflow at this tracking URI (e.g. sqlite:////abs/runs/mlflow.db); None: off. Needs `mlflow`.
+    mlflow: str | None = None
 
     def __post_init__(self) -> None:
         if self.accelerator not in ACCELERATORS:
@@ -164,6 +166,8 @@ class RuntimeConfig:
                               f"got accelerator {self.accelerator!r}, steps_per_execution {self.steps_per_execution}")
         if self.tensorboard and importlib.util.find_spec("tensorboard") is None:
             raise ConfigError("TensorBoard logging needs the tensorboard package: pip install tensorboard")
+        if self.mlflow and importlib.util.find_spec("mlflow") is None:
+            raise ConfigError("MLflow logging needs the mlflow package: pip install 'ftmed[mlflow]' (or mlflow)")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

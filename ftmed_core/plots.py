@@ -1,7 +1,9 @@
 """Plots for reports, drawn from run records only.
 
-Framework-neutral like the rest of the core, but it needs matplotlib: it is imported inside the functions
-(Agg backend), so importing the core -- and `ftmed --help` -- never pays for it.
+Framework-neutral like the rest of the core, but it needs matplotlib: it is imported inside the functions,
+so importing the core -- and `ftmed --help` -- never pays for it. Figures are `matplotlib.figure.Figure`
+objects made without pyplot: no backend is switched (a notebook's inline plotting is left alone), nothing
+global is kept open, and the `*_figure` functions hand the same figures to `ftmed.Comparison.figures()`.
 
 - curves_<variant>.png: train/val accuracy and loss per epoch, both frameworks overlaid, mean over seeds
   with a min-max band;
@@ -24,13 +26,10 @@ from ftmed_core.records import RunRecord, load_labels, load_probabilities
 COLORS = {"lightning": "#792ee5", "keras": "#d00000", "keras[jax]": "#1a7f37", "keras[torch]": "#ee7600"}
 
 
-def _pyplot():
-    import matplotlib
+def _figure(figsize):
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return Figure(figsize=figsize)
 
 
 def _safe(name: str) -> str:
@@ -48,11 +47,16 @@ def _save(fig, path: Path) -> Path:
 
 
 def curves(records: list[RunRecord], variant: str, out_dir: Path, subtitle: str = "") -> Path | None:
-    plt = _pyplot()
+    fig = curves_figure(records, variant, subtitle)
+    return None if fig is None else _save(fig, out_dir / f"curves_{_safe(variant)}.png")
+
+
+def curves_figure(records: list[RunRecord], variant: str, subtitle: str = ""):
     finished = [r for r in records if r.finished and r.config["name"] == variant]
     if not finished:
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig = _figure((11, 4))
+    axes = fig.subplots(1, 2)
     for framework in sorted({r.framework for r in finished}):
         runs = [r for r in finished if r.framework == framework]
         n_epochs = min(len(r.history["train_loss"]) for r in runs)
@@ -75,22 +79,25 @@ def curves(records: list[RunRecord], variant: str, out_dir: Path, subtitle: str 
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(f"{variant}: training curves, mean over seeds (band: min-max){subtitle}", fontsize=10)
-    path = _save(fig, out_dir / f"curves_{_safe(variant)}.png")
-    plt.close(fig)
-    return path
+    return fig
 
 
 def accuracy_bars(rows, out_dir: Path, subtitle: str = "") -> Path | None:
     """`rows` are `ftmed_core.report.Row`s."""
+    fig = accuracy_bars_figure(rows, subtitle)
+    return None if fig is None else _save(fig, out_dir / "accuracy_bars.png")
+
+
+def accuracy_bars_figure(rows, subtitle: str = ""):
     from ftmed_core.stats import summarize
 
-    plt = _pyplot()
     if not rows:
         return None
     frameworks = sorted({fw for row in rows for fw in row.cells})
     x = np.arange(len(rows))
     width = 0.8 / max(1, len(frameworks))
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(rows)), 4.2))
+    fig = _figure((max(6, 1.6 * len(rows)), 4.2))
+    ax = fig.subplots()
     for i, fw in enumerate(frameworks):
         stats = [summarize(row.cells[fw].accuracy) if fw in row.cells else None for row in rows]
         means = [s.mean if s and s.n else np.nan for s in stats]
@@ -105,14 +112,16 @@ def accuracy_bars(rows, out_dir: Path, subtitle: str = "") -> Path | None:
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     ax.set_title(f"Test accuracy per variant and framework{subtitle}", fontsize=10)
-    path = _save(fig, out_dir / "accuracy_bars.png")
-    plt.close(fig)
-    return path
+    return fig
 
 
 def confusion(records: list[RunRecord], runs_dir: Path, framework: str, variant: str, out_dir: Path,
               subtitle: str = "") -> Path | None:
-    plt = _pyplot()
+    fig = confusion_figure(records, runs_dir, framework, variant, subtitle)
+    return None if fig is None else _save(fig, out_dir / f"confusion_{_safe(framework)}.png")
+
+
+def confusion_figure(records: list[RunRecord], runs_dir: Path, framework: str, variant: str, subtitle: str = ""):
     runs = [r for r in records if r.finished and r.framework == framework and r.config["name"] == variant]
     if not runs:
         return None
@@ -123,7 +132,8 @@ def confusion(records: list[RunRecord], runs_dir: Path, framework: str, variant:
         predicted = np.argmax(load_probabilities(runs_dir / r.run_key), axis=1)
         matrix += confusion_matrix(predicted, load_labels(runs_dir / r.run_key), n_classes)
     normalised = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    fig = _figure((6.5, 5.5))
+    ax = fig.subplots()
     image = ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
     for i in range(n_classes):
         for j in range(n_classes):
@@ -137,6 +147,4 @@ def confusion(records: list[RunRecord], runs_dir: Path, framework: str, variant:
     fig.colorbar(image, ax=ax, fraction=0.046)
     ax.set_title(f"{variant} / {framework}: test confusion (row-normalised, {len(runs)} seed(s)){subtitle}",
                  fontsize=9)
-    path = _save(fig, out_dir / f"confusion_{_safe(framework)}.png")
-    plt.close(fig)
-    return path
+    return fig

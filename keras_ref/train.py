@@ -356,6 +356,12 @@ def fit(config: ExperimentConfig, runtime: RuntimeConfig, data: ExperimentData, 
                  report, EpochState(run_dir / STATE_FILE, report, config)]
     if runtime.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard")))
+    tracker = None
+    if runtime.mlflow:
+        from keras_ref.mlflow_callback import MLflowCallback
+
+        tracker = MLflowCallback(config, runtime, report.history, steps_per_epoch(len(data.train), config.batch_size))
+        callbacks.append(tracker)
     started = time.perf_counter()
     model.fit(
         batches.dataset,
@@ -380,7 +386,8 @@ def fit(config: ExperimentConfig, runtime: RuntimeConfig, data: ExperimentData, 
         environment={**({"tensorflow": tf.__version__} if tf is not None else backends.versions()),
                      "keras": keras.__version__, "keras_backend": keras.backend.backend(),
                      "steps_per_execution": STEPS_PER_EXECUTION, "jit_compile": BACKEND == "jax",
-                     "resumed_after_epoch": initial_epoch, **env},
+                     "resumed_after_epoch": initial_epoch, **env,
+                     **({"mlflow_run_id": tracker.run_id} if tracker else {})},
     )
 
 

@@ -232,6 +232,17 @@ def fit(config: ExperimentConfig, runtime: RuntimeConfig, data: ExperimentData, 
         loggers = [CSVLogger(run_dir, name="csv", version="")]
         if runtime.tensorboard:
             loggers.append(TensorBoardLogger(run_dir, name="tensorboard", version=""))
+        if runtime.mlflow:
+            from lightning.pytorch.loggers import MLFlowLogger
+
+            from ftmed_core import tracking
+
+            mlflow_logger = MLFlowLogger(experiment_name=tracking.EXPERIMENT, tracking_uri=runtime.mlflow,
+                                         run_name=tracking.run_name("lightning", config),
+                                         tags=tracking.tags("lightning", config),
+                                         artifact_location=tracking.artifact_location(runtime.mlflow))
+            mlflow_logger.log_hyperparams(tracking.params("lightning", config, runtime))
+            loggers.append(mlflow_logger)
         trainer = L.Trainer(
             accelerator=runtime.accelerator, devices=runtime.devices, num_nodes=runtime.num_nodes,
             strategy=strategy, precision=runtime.precision, max_epochs=config.epochs,
@@ -274,6 +285,7 @@ def fit(config: ExperimentConfig, runtime: RuntimeConfig, data: ExperimentData, 
             "checkpoint_last": str(checkpoint.last_model_path or ""),
             "checkpoint_best": str(checkpoint.best_model_path or ""),
             "resumed_after_epoch": resume_from[1] if resume_from else 0,
+            **({"mlflow_run_id": mlflow_logger.run_id} if runtime.mlflow else {}),
         },
     )
 
