@@ -250,7 +250,7 @@ def _torch_gradients(config, x, y, mode):
     net = lightning_model.build_mlp(config, INPUT_DIM, N_CLASSES, initial_weights(BASELINE, INPUT_DIM, N_CLASSES))
     loss = lightning_losses.keras_loss(net(torch.from_numpy(x)), torch.from_numpy(y), config.output_activation, mode)
     loss.backward()
-    return float(loss), [(p.grad.numpy().T if p.ndim == 2 else p.grad.numpy()) for p in net.parameters()]
+    return float(loss.detach()), [(p.grad.numpy().T if p.ndim == 2 else p.grad.numpy()) for p in net.parameters()]
 
 
 @per_backend
