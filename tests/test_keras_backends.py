@@ -179,6 +179,26 @@ def test_a_process_with_keras_on_another_backend_is_refused_with_one_line():
     assert "import: keras was already imported with the 'torch' backend, but KERAS_BACKEND='jax'" in out.stdout
 
 
+def test_ftmed_train_in_a_process_with_keras_on_tensorflow_refuses_another_backend(tiny_synth_dir):
+    """`ftmed train -f keras[torch]` called in a process that already imported keras on TensorFlow (the CLI's
+    Python entry, e.g. from a notebook): one line, non-zero exit, no traceback."""
+    script = textwrap.dedent(f"""
+        import keras_ref
+        from typer.testing import CliRunner
+        from cli.main import app
+        result = CliRunner().invoke(app, ["train", "-f", "keras[torch]", "--epochs", "1",
+                                          "--data-dir", {str(tiny_synth_dir)!r}])
+        print("exit", result.exit_code)
+        print(result.output)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    lines = [line for line in out.stdout.splitlines() if line.strip()]
+    assert lines[0] != "exit 0" and lines[0].startswith("exit"), out.stdout + out.stderr[-2000:]
+    errors = [line for line in lines if line.startswith("error:")]
+    assert len(errors) == 1 and "already imported in this process with the 'tensorflow' backend" in errors[0]
+    assert "Traceback" not in out.stdout
+
+
 @pytest.mark.skipif(not backend_available("jax"), reason="jax is not installed")
 def test_keras_ref_on_jax_imports_no_tensorflow():
     script = ("import sys, keras_ref\nfrom keras_ref._backend import BACKEND, FRAMEWORK\n"
