@@ -1,4 +1,5 @@
-"""The Keras 3 (TensorFlow backend) reference: the study's configurations trained as the study trained them.
+"""The Keras 3 reference: the study's configurations trained as the study trained them (TensorFlow backend
+by default; JAX and torch too).
 
     from ftmed_core.config import ExperimentConfig
     import keras_ref
@@ -7,8 +8,10 @@
 Modules: `model` (build_mlp, weights in the core's layout, logits), `optimizers` (build_optimizer),
 `losses` (make_loss, compile_model), `train` (fit, train), `weights` (neutral weight files).
 
-Importing this package pins KERAS_BACKEND=tensorflow (unless keras was already imported with another
-backend, which raises ImportError) and quiets TensorFlow's C++ logging (TF_CPP_MIN_LOG_LEVEL=2 unless set).
+Importing this package loads keras on KERAS_BACKEND's backend (tensorflow when unset; jax and torch too,
+see keras_ref/backends.py and `ftmed_core.frameworks.prepare_keras_backend`), raises ImportError when keras
+was already imported with another backend, and quiets TensorFlow's C++ logging (TF_CPP_MIN_LOG_LEVEL=2
+unless set). Runs are recorded under the backend's label: keras, keras[jax], keras[torch].
 
 Keras behaviour this package relies on (tests pin the first four):
 - `fit(x, y, validation_split=0.2)` validates on the last 20 % of rows, the core's holdout rows.

@@ -178,6 +178,8 @@ def compute(request: dict, arrays: dict[str, np.ndarray]) -> tuple[dict, dict[st
             config = replace(BASELINE, hidden_activation=hidden)
             for output in request["output_activations"]:
                 net = build_mlp(replace(config, output_activation=output), input_dim, n_classes, weights)
+                if BACKEND == "jax":  # one batch: op by op is cheaper than compiling a predict step per model
+                    net.jit_compile = False
                 if f"logits/{hidden}" not in out:
                     out[f"logits/{hidden}"] = _numpy(keras.ops.convert_to_numpy(logits_model(net).predict_on_batch(x)))
                 out[f"output/{hidden}/{output}"] = _numpy(keras.ops.convert_to_numpy(net.predict_on_batch(x)))

@@ -179,6 +179,26 @@ def test_a_process_with_keras_on_another_backend_is_refused_with_one_line():
     assert "import: keras was already imported with the 'torch' backend, but KERAS_BACKEND='jax'" in out.stdout
 
 
+def test_ftmed_train_in_a_process_with_keras_on_tensorflow_refuses_another_backend(tiny_synth_dir):
+    """`ftmed train -f keras[torch]` called in a process that already imported keras on TensorFlow (the CLI's
+    Python entry, e.g. from a notebook): one line, non-zero exit, no traceback."""
+    script = textwrap.dedent(f"""
+        import keras_ref
+        from typer.testing import CliRunner
+        from cli.main import app
+        result = CliRunner().invoke(app, ["train", "-f", "keras[torch]", "--epochs", "1",
+                                          "--data-dir", {str(tiny_synth_dir)!r}])
+        print("exit", result.exit_code)
+        print(result.output)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    lines = [line for line in out.stdout.splitlines() if line.strip()]
+    assert lines[0] != "exit 0" and lines[0].startswith("exit"), out.stdout + out.stderr[-2000:]
+    errors = [line for line in lines if line.startswith("error:")]
+    assert len(errors) == 1 and "already imported in this process with the 'tensorflow' backend" in errors[0]
+    assert "Traceback" not in out.stdout
+
+
 @pytest.mark.skipif(not backend_available("jax"), reason="jax is not installed")
 def test_keras_ref_on_jax_imports_no_tensorflow():
     script = ("import sys, keras_ref\nfrom keras_ref._backend import BACKEND, FRAMEWORK\n"
@@ -186,6 +206,41 @@ def test_keras_ref_on_jax_imports_no_tensorflow():
     env = {**__import__("os").environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env)
     assert out.stdout.split() == ["jax", "keras[jax]", "False"], out.stderr[-2000:]
+
+
+@pytest.mark.skipif(not backend_available("jax"), reason="jax is not installed")
+def test_jax_steps_per_execution_16_gives_the_weights_of_1_and_repeats_bitwise(tiny_synth_dir):
+    """keras_ref runs 16 jitted steps per call on JAX (keras_ref/backends.py): the same weights as one step
+    per call, bitwise, over 2 epochs of the core's batches; and the same run twice is bitwise the same."""
+    script = textwrap.dedent(f"""
+        import importlib, numpy as np
+        from dataclasses import replace
+        from ftmed_core.frameworks import prepare_keras_backend
+        prepare_keras_backend("jax", "cpu", 1)
+        from ftmed_core.data import load_experiment_data, one_hot
+        from ftmed_core.protocol import initial_weights
+        from ftmed_core.variants import BASELINE
+        from keras_ref.backends import CoreBatchSequence
+        from keras_ref.losses import compile_model
+        from keras_ref.model import build_mlp, get_weights
+        epoch_orders = importlib.import_module("keras_ref.train").epoch_orders
+        config = replace(BASELINE, data_dir={str(tiny_synth_dir)!r}, epochs=2)
+        data = load_experiment_data(config, allow_download=False)
+        def run(spe):
+            net = build_mlp(config, data.input_dim, data.n_classes, initial_weights(config, data.input_dim, data.n_classes))
+            compile_model(net, config, steps_per_execution=spe)
+            batches = CoreBatchSequence(data.x_train, one_hot(data.y_train, data.n_classes),
+                                        epoch_orders(config, len(data.y_train)), config.batch_size)
+            net.fit(batches, epochs=2, shuffle=False, verbose=0, callbacks=[batches.callback])
+            return [a for pair in get_weights(net) for a in pair]
+        a, b, c = run(16), run(1), run(16)
+        print(max(float(np.abs(x - y).max()) for x, y in zip(a, b)), max(float(np.abs(x - y).max()) for x, y in zip(a, c)),
+              max(float(np.abs(x - w).max()) for x, w in zip(a, [w for p in initial_weights(config, data.input_dim, data.n_classes) for w in p])))
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    spe_gap, repeat_gap, moved = map(float, out.stdout.split()[-3:])
+    assert spe_gap == 0.0 and repeat_gap == 0.0 and moved > 1e-3
 
 
 # ------------------------------------------------------------------------------- parity, per backend
@@ -250,7 +305,7 @@ def _torch_gradients(config, x, y, mode):
     net = lightning_model.build_mlp(config, INPUT_DIM, N_CLASSES, initial_weights(BASELINE, INPUT_DIM, N_CLASSES))
     loss = lightning_losses.keras_loss(net(torch.from_numpy(x)), torch.from_numpy(y), config.output_activation, mode)
     loss.backward()
-    return float(loss), [(p.grad.numpy().T if p.ndim == 2 else p.grad.numpy()) for p in net.parameters()]
+    return float(loss.detach()), [(p.grad.numpy().T if p.ndim == 2 else p.grad.numpy()) for p in net.parameters()]
 
 
 @per_backend
