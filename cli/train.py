@@ -24,7 +24,7 @@ def require_framework(framework: str) -> None:
     from ftmed_core.frameworks import canonical, keras_backend
 
     framework = canonical(framework)
-    needed = ["lightning"] if framework == "lightning" else ["keras", keras_backend(framework)]
+    needed = ["lightning"] if framework == "lightning" else [keras_backend(framework), "keras"]
     for module in needed:
         try:
             found = importlib.util.find_spec(module) is not None

@@ -85,7 +85,7 @@ def test_variants_and_train_fields(synth_dir, tmp_path):
 
 
 def test_load_runs_on_an_empty_folder_says_so(tmp_path):
-    with pytest.raises(ftmed.RunError, match="holds no run records"):
+    with pytest.raises(ftmed.RunError, match="holds no usable run records"):
         ftmed.load_runs(tmp_path)
 
 

@@ -203,7 +203,7 @@ def test_runner_records_failures(tiny_synth_dir, tmp_path):
 def test_corrupt_record_and_missing_runs_dir(tmp_path):
     (tmp_path / "r").mkdir()
     (tmp_path / "r" / "record.json").write_text("{not json")
-    with pytest.raises(RunError, match="unreadable or corrupt"):
+    with pytest.raises(RunError, match=r"record.json: is truncated or not JSON"):
         read_record(tmp_path / "r")
     with pytest.raises(RunError, match="does not exist"):
         list_records(tmp_path / "nope")

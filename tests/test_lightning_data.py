@@ -38,7 +38,7 @@ class OldBatches:
     def __iter__(self) -> Iterator:
         order = torch.from_numpy(epoch_permutation(self.seed, self.epoch_fn(), len(self.x), True))
         for start, stop in batch_bounds(len(self.x), self.batch_size):
-            if not self.shuffle:
+            if self.shuffle in (False, "none"):  # the config's policy ("none" = the old shuffle=False)
                 yield self.x[start:stop], self.y[start:stop], stop - start
             else:
                 rows = order[start:stop]
