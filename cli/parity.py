@@ -210,7 +210,7 @@ def run_and_report(layers: tuple[int, ...], out: Path, checks_for: Callable | No
 def user_variant_checks(user_variants, keras_backends: tuple[str, ...] = ("tensorflow",)) -> Callable:
     """`checks_for` with a variants file's variants added to the layers registry variants go through:
     1 (architecture, as every registry variant) and 7 (one epoch of training from the same weights and
-    batch order, as the baseline), each row named after its variant (on TensorFlow: the reference runs in
+    batch order, as the baseline), each row named after its variant; TensorFlow's reference only (it runs in
     this process)."""
     from ftmed_parity import layer_checks
     from ftmed_parity.closed_loop import closed_loop_checks
@@ -218,8 +218,6 @@ def user_variant_checks(user_variants, keras_backends: tuple[str, ...] = ("tenso
 
     def checks_for(layer: int) -> list:
         checks = layer_checks(layer, keras_backends)
-        if "tensorflow" not in keras_backends:
-            return checks
         if layer == 1:
             checks += architecture_checks(user_variants)
         elif layer == 7:
@@ -239,9 +237,9 @@ def parity(
     """Prove layer by layer that the Lightning port computes what the Keras reference computes."""
     chosen = parse_layers(layers, statistical)
     backends = parse_keras_backends(keras_backends)
-    if 8 in chosen and "tensorflow" not in backends:
-        raise ConfigError("layer 8 (--statistical) runs on the TensorFlow backend only; add tensorflow to "
-                          "--keras-backends")
+    if "tensorflow" not in backends and (8 in chosen or variants_file is not None):
+        what = "layer 8 (--statistical)" if 8 in chosen else "--variants-file"
+        raise ConfigError(f"{what} runs on the TensorFlow backend only; add tensorflow to --keras-backends")
     checks_for = None
     if variants_file is not None:
         from ftmed_core.user_variants import load_variants_file

@@ -96,11 +96,14 @@ def test_bad_keras_backends_values_are_one_line(tmp_path, value, message):
 
 
 @needs_jax
-def test_the_statistical_layer_needs_tensorflow(tmp_path):
+@pytest.mark.parametrize("option, message", [(["--statistical"], "layer 8"),
+                                             (["--variants-file", "v.toml"], "--variants-file")])
+def test_tensorflow_only_options_without_tensorflow_are_one_line(tmp_path, option, message):
     from cli.main import app
 
-    result = CliRunner().invoke(app, ["parity", "--statistical", "--keras-backends", "jax", "--out", str(tmp_path)])
-    assert result.exit_code == 2 and "layer 8" in result.output
+    result = CliRunner().invoke(app, ["parity", *option, "--keras-backends", "jax", "--out", str(tmp_path)])
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1 and message in lines[0], result.output
 
 
 def test_backend_rows_are_declared_per_layer_with_the_tf_tolerances_and_the_torch_exception():
