@@ -101,6 +101,7 @@ class Check:
     measure: Callable[["Context", str], Measurement] = field(compare=False, repr=False)
     subjects: tuple[str, ...] = ("",)
     subject_key: str = ""  # "output": subjects show as output=softmax
+    frameworks: str = ""  # the pair it compares, when not the sides' (e.g. "keras[jax] vs lightning")
 
     def label(self, subject: str) -> str:
         return f"{self.subject_key}={subject}" if self.subject_key else subject
@@ -169,7 +170,7 @@ def error_note(exc: BaseException) -> str:
 
 
 def judge(check: Check, subject: str, ctx: Context) -> Result:
-    frameworks = ctx.sides.label if ctx.sides is not None else ""
+    frameworks = check.frameworks or (ctx.sides.label if ctx.sides is not None else "")
     asserted = check.tolerance.asserted
     try:
         m = check.measure(ctx, subject)

@@ -3,7 +3,8 @@
 4 loss: Keras's compiled loss (`test_on_batch`, the graph `evaluate` runs, where the TF backend takes the
   softmax/sigmoid logits shortcut) vs the port's `keras_loss` on the same logits and labels, every output
   activation x loss mode; plus two pins: on a sigmoid output Keras's loss is softmax cross-entropy on the
-  logits (the core's float64 reference) and not the literal probability formula.
+  logits (the core's float64 reference) and not the literal probability formula; and, informational, per
+  (output, loss) the registry's variants use, the formula TensorFlow computes (`effective_loss`).
 5 gradients: GradientTape (in a tf.function, as `fit` runs it) vs torch autograd through `keras_loss`, on
   the baseline net, its initial weights and one 128-image batch, every output activation x loss mode.
 
@@ -19,7 +20,7 @@ import numpy as np
 
 from ftmed_core.config import LOSS_MODES, OUTPUT_ACTIVATIONS
 from ftmed_core.variants import BASELINE
-from ftmed_parity.checks import Check, Context, Measurement, Tolerance
+from ftmed_parity.checks import Check, Context, Measurement, Tolerance, informational
 from ftmed_parity.sides import (
     INPUT_DIM,
     N_CLASSES,
@@ -87,6 +88,20 @@ def loss_checks(output_activations: Iterable[str] = OUTPUT_ACTIVATIONS, loss_mod
         return Measurement(abs(keras_value - literal),
                            f"keras {keras_value:.6f}, literal -log(sigmoid/sum) {literal:.6f}")
 
+    def formula(ctx: Context, subject: str) -> Measurement:
+        from ftmed_core import losses as core_losses
+        from ftmed_core.frameworks import effective_loss
+
+        output, mode = subject.split(", loss=")
+        keras_value, z = _keras_loss(ctx, output, mode, n_rows)
+        name = effective_loss("keras", mode)
+        reference = core_losses.mean_loss(z, sample_data(n_rows)[1], output, name)
+        names = uses[(output, mode)]
+        variants = ", ".join(names) if len(names) <= 2 else f"{names[0]} and {len(names) - 1} more"
+        return Measurement(abs(keras_value - reference), f"{variants}: keras (TensorFlow) computes the '{name}' "
+                                                         f"formula ({keras_value:.6f}; Lightning counterpart loss={name})")
+
+    uses = {k: v for k, v in registry_loss_uses().items() if k[0] in output_activations and k[1] in loss_modes}
     why = "losses ~2.2 (ulp 2.4e-7); the divide-by-sum formula on signed outputs amplifies rounding to < 1e-6"
     checks = [Check(f"loss.{MODE_IDS.get(mode, mode)}", 4, f"loss ({mode})", LOSS, why, loss(mode),
                     output_activations, "output") for mode in loss_modes]
@@ -99,7 +114,21 @@ def loss_checks(output_activations: Iterable[str] = OUTPUT_ACTIVATIONS, loss_mod
                   "the literal -log(sigmoid/sum) must be far (> 1e-3) from what Keras computed", pin_literal,
                   ("sigmoid",), "output"),
         ]
+    if uses:
+        checks.append(Check("loss.formula", 4, "formula; gap to TF's", informational(),
+                            "which formula the backend computes per the variants' (output, loss): measured, shown, "
+                            "not asserted", formula, tuple(f"{o}, loss={m}" for o, m in uses)))
     return checks
+
+
+def registry_loss_uses() -> dict[tuple[str, str], list[str]]:
+    """(output activation, loss) -> the registry variants that train with it, in registry order."""
+    from ftmed_core.variants import VARIANTS
+
+    uses: dict[tuple[str, str], list[str]] = {}
+    for name, variant in VARIANTS.items():
+        uses.setdefault((variant.config.output_activation, variant.config.loss), []).append(name)
+    return uses
 
 
 # ----------------------------------------------------------------------------------------- 5 gradients

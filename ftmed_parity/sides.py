@@ -61,12 +61,12 @@ class TorchSide:
 
 @dataclass(frozen=True)
 class Sides:
-    reference: KerasSide
+    reference: KerasSide | None  # None: no TensorFlow in this run (`port_sides()`, other backends only)
     port: TorchSide
 
     @property
     def label(self) -> str:
-        return f"{self.reference.label} vs {self.port.label}"
+        return f"{self.reference.label} vs {self.port.label}" if self.reference is not None else self.port.label
 
     def with_port(self, **changes: Any) -> "Sides":
         return replace(self, port=replace(self.port, **changes))
@@ -76,13 +76,24 @@ class Sides:
 
 
 @lru_cache(maxsize=None)
-def setup_frameworks() -> None:
-    """torch and TensorFlow on 1 thread each; quiet. Idempotent; TF threads only if TF is not running yet."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+def setup_port() -> None:
+    """torch on 1 thread; Lightning quiet. Idempotent; imports no TensorFlow."""
     import lightning_ft  # noqa: F401  (first: its import guard keeps triton away from an already loaded TF)
     import torch
 
     torch.set_num_threads(1)
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for message in (r".*does not have many workers.*", r".*GPU available but not used.*",
+                    r".*smaller than the logging interval.*", r".*isinstance\(treespec, LeafSpec\).*"):
+        warnings.filterwarnings("ignore", message=message)
+
+
+@lru_cache(maxsize=None)
+def setup_frameworks() -> None:
+    """torch and TensorFlow on 1 thread each; quiet. Idempotent; TF threads only if TF is not running yet."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    setup_port()
     from keras_ref._backend import tf
 
     for setter in (tf.config.threading.set_intra_op_parallelism_threads,
@@ -92,12 +103,7 @@ def setup_frameworks() -> None:
         except RuntimeError:  # TF already initialised (e.g. by another test): keep its threads
             pass
     tf.get_logger().setLevel("ERROR")  # "N out of the last N calls triggered retracing": one model per check
-    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    for message in (r".*structure of `inputs` doesn't match.*", r".*does not have many workers.*",
-                    r".*GPU available but not used.*", r".*smaller than the logging interval.*",
-                    r".*isinstance\(treespec, LeafSpec\).*"):
-        warnings.filterwarnings("ignore", message=message)
+    warnings.filterwarnings("ignore", message=r".*structure of `inputs` doesn't match.*")
 
 
 @lru_cache(maxsize=1)
@@ -105,14 +111,10 @@ def default_sides() -> Sides:
     """keras_ref (TensorFlow backend) vs lightning_ft, as shipped."""
     setup_frameworks()
     import keras_ref
-    import lightning_ft
     from keras_ref import losses as keras_losses
     from keras_ref import model as keras_model
     from keras_ref import optimizers as keras_optimizers
     from keras_ref import weights as keras_weights
-    from lightning_ft import losses as lightning_losses
-    from lightning_ft import model as lightning_model
-    from lightning_ft import optimizers as lightning_optimizers
 
     reference = KerasSide(
         label="keras", build_mlp=keras_model.build_mlp, get_weights=keras_model.get_weights,
@@ -120,12 +122,29 @@ def default_sides() -> Sides:
         export_weights=keras_weights.export_weights, import_weights=keras_weights.import_weights,
         build_optimizer=keras_optimizers.build_optimizer, loss_and_gradients=tf_loss_and_gradients,
         train_one_epoch=keras_train_one_epoch, train=keras_ref.train)
-    port = TorchSide(
+    return Sides(reference, default_port())
+
+
+@lru_cache(maxsize=1)
+def default_port() -> TorchSide:
+    """lightning_ft, as shipped (imports no TensorFlow)."""
+    setup_port()
+    import lightning_ft
+    from lightning_ft import losses as lightning_losses
+    from lightning_ft import model as lightning_model
+    from lightning_ft import optimizers as lightning_optimizers
+
+    return TorchSide(
         label="lightning", build_mlp=lightning_model.build_mlp, get_weights=lightning_model.get_weights,
         linear_layers=lightning_model.linear_layers, activate=lightning_losses.activate,
         keras_loss=lightning_losses.keras_loss, build_optimizer=lightning_optimizers.build_optimizer,
         train_one_epoch=lightning_train_one_epoch, train=lightning_ft.train)
-    return Sides(reference, port)
+
+
+def port_sides() -> Sides:
+    """The port alone, for runs on Keras backends other than TensorFlow (their Keras runs in a child process,
+    ftmed_parity/backends.py): TensorFlow is not imported."""
+    return Sides(None, default_port())
 
 
 # ------------------------------------------------------------------------------------ shared helpers

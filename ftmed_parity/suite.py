@@ -24,9 +24,18 @@ LAYERS = {
 DEFAULT_LAYERS = (1, 2, 3, 4, 5, 6, 7)
 
 
-def layer_checks(layer: int) -> list[Check]:
-    """The checks of `layer` over their full default scope (every variant, activation, optimizer, ...)."""
-    from ftmed_parity import closed_loop, loss, optimizers, statistical, structure
+def layer_checks(layer: int, keras_backends: Iterable[str] = ("tensorflow",)) -> list[Check]:
+    """The checks of `layer` over their full default scope (every variant, activation, optimizer, ...), for
+    each Keras backend in `keras_backends`: TensorFlow's are the rows below (in this process); another
+    backend's are `ftmed_parity.backends.backend_checks` (its Keras in a child process; ids end in @backend)."""
+    from ftmed_parity import backends, closed_loop, loss, optimizers, statistical, structure
+
+    keras_backends = tuple(keras_backends)
+    checks = [c for b in keras_backends if b != "tensorflow" for c in backends.backend_checks(b, layer)]
+    if "tensorflow" not in keras_backends:
+        if layer not in LAYERS:
+            raise ValueError(f"unknown parity layer {layer}; choose from {min(LAYERS)}-{max(LAYERS)}")
+        return checks
 
     builders: dict[int, Callable[[], list[Check]]] = {
         1: structure.architecture_checks,
@@ -40,7 +49,7 @@ def layer_checks(layer: int) -> list[Check]:
     }
     if layer not in builders:
         raise ValueError(f"unknown parity layer {layer}; choose from {min(LAYERS)}-{max(LAYERS)}")
-    return builders[layer]()
+    return builders[layer]() + checks
 
 
 def run_layers(layers: Iterable[int] = DEFAULT_LAYERS, sides=None, workdir=None,
@@ -62,6 +71,8 @@ def run_layers(layers: Iterable[int] = DEFAULT_LAYERS, sides=None, workdir=None,
     return results, seconds
 
 
-def tolerance_table(layers: Iterable[int] = tuple(LAYERS)) -> list[tuple[str, int, str, str, str]]:
+def tolerance_table(layers: Iterable[int] = tuple(LAYERS),
+                    keras_backends: Iterable[str] = ("tensorflow",)) -> list[tuple[str, int, str, str, str]]:
     """(id, layer, check, tolerance, reason) for every declared check, in suite order."""
-    return [(c.id, c.layer, c.name, c.tolerance.describe(), c.reason) for layer in layers for c in layer_checks(layer)]
+    return [(c.id, c.layer, c.name, c.tolerance.describe(), c.reason)
+            for layer in layers for c in layer_checks(layer, tuple(keras_backends))]

@@ -18,6 +18,8 @@
 #   5. the Lightning half of the study timed: 5 variants x 3 seeds x 20 epochs (target <= 3 min)
 #   6. determinism through the CLI: `train -f lightning --accelerator gpu` twice, test logits bitwise equal
 #   7. a small `compare --frameworks lightning --accelerator gpu`
+#   8. keras_ref on the JAX backend: `train -f keras[jax] --accelerator gpu`, 1 epoch on the 5 % file
+#      (skipped, with the reason, where jax is absent, or keras is absent and gpu_wheels/ has no keras)
 #
 # A dry run of the plumbing on a CPU machine (small, not a measurement):
 #   FTMED_CHECK_ACCELERATOR=cpu FTMED_CHECK_SCALE=0.02 FTMED_CHECK_EPOCHS=1 FTMED_CHECK_SEEDS=0 \
@@ -178,6 +180,30 @@ stage "6 determinism" 75 determinism
 # -- 7. small compare ---------------------------------------------------------------------------------------
 stage "7 small compare" 90 "$PY" -m cli.main compare --frameworks lightning --accelerator "$ACCEL" \
   --variants baseline,sgd-momentum --seeds 0 --epochs 2 --data-dir "$DATA/small" --runs-dir "$RUNS/compare_small"
+
+# -- 8. keras[jax] ------------------------------------------------------------------------------------------
+keras_jax() {
+  if ! "$PY" -c "import jax" 2>/dev/null; then echo "skipped: jax is not installed here"; return 0; fi
+  if ! "$PY" -c "import keras" 2>/dev/null; then
+    # keras and the dependencies jax does not bring; optional: without the wheels the stage is skipped.
+    "$PY" -m pip install -q --no-deps --no-index --find-links gpu_wheels --target .gpu_deps \
+      keras namex absl_py h5py optree ml_dtypes 2>/dev/null \
+      || { echo "skipped: keras is not installed here and gpu_wheels/ has no keras wheels (README, GPU)"; return 0; }
+  fi
+  "$PY" -m cli.main train -f "keras[jax]" --accelerator "$ACCEL" --epochs 1 --data-dir "$DATA/small" \
+    --runs-dir "$RUNS/keras_jax" || return 1
+  "$PY" - <<'EOF2'
+import glob, json, os
+records = glob.glob(os.path.join(os.environ["RUNS"], "keras_jax", "**", "record.json"), recursive=True)
+r = json.load(open(records[0]))
+env = r.get("environment", {})
+print(f"keras[jax] record: status {r.get('status')}, keras_backend {env.get('keras_backend')}, "
+      f"device {env.get('device')}, loss_formula {env.get('loss_formula')}, test {r.get('test')}")
+raise SystemExit(0 if r.get("status") == "finished" else 1)
+EOF2
+}
+export -f keras_jax
+stage "8 keras[jax]" 60 keras_jax
 
 # The small outputs of the runs (records, tables, logs) go back with $OUT; checkpoints stay in $RUNS.
 (cd "$RUNS" 2>/dev/null && find . \( -name record.json -o -name 'comparison.*' -o -name '*.log' \) -size -2M \

@@ -142,7 +142,7 @@ def test_layer_3_detects_torch_activation_defaults(sides, hidden, torch_default)
 
 def test_layer_4_loss_every_activation_and_mode(sides):
     rows = run_checks(loss_checks(), sides)
-    assert len(rows) == 4 * 2 + 2
+    assert len(rows) == 4 * 2 + 2 + 3  # + loss.formula: (softmax, keras), (sigmoid, keras), (sigmoid, probability)
     assert_all_pass(rows)
     pins = [r for r in rows if r.name.startswith("pin")]
     assert len(pins) == 2 and all(r.passed for r in pins)
