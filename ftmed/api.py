@@ -352,7 +352,8 @@ def compare(
                             steps_per_execution=steps_per_execution, cuda_graphs=cuda_graphs)
     if runtime.mlflow:
         prepare_store(runtime.mlflow)
-    planned = plan(chosen, fws, seed_list, epochs, dataset, size, data_dir, raw.md5, runtime.precision, shuffle)
+    planned = plan(chosen, fws, seed_list, data_md5=raw.md5, precision=runtime.precision, epochs=epochs,
+                   dataset=dataset, size=size, data_dir=data_dir, shuffle=shuffle)
     runs_dir.mkdir(parents=True, exist_ok=True)
     todo = [job for job in planned if not (runs_dir / job.run_key / RECORD_FILE).is_file()]
     with _notebook_grid_bar(todo, runs_dir):

@@ -1,5 +1,5 @@
 """What keras_ref does differently on the JAX and torch backends: runtime (devices, threads, seeds,
-determinism) and feeding. TensorFlow's own versions stay in keras_ref/train.py.
+determinism) and feeding. TensorFlow's own versions stay in keras_ref/training.py.
 
 | TensorFlow (train.py)                | JAX                                              | torch                                             |
 |--------------------------------------|--------------------------------------------------|---------------------------------------------------|

@@ -213,7 +213,7 @@ def test_jax_steps_per_execution_16_gives_the_weights_of_1_and_repeats_bitwise(t
     """keras_ref runs 16 jitted steps per call on JAX (keras_ref/backends.py): the same weights as one step
     per call, bitwise, over 2 epochs of the core's batches; and the same run twice is bitwise the same."""
     script = textwrap.dedent(f"""
-        import importlib, numpy as np
+        import numpy as np
         from dataclasses import replace
         from ftmed_core.frameworks import prepare_keras_backend
         prepare_keras_backend("jax", "cpu", 1)
@@ -223,7 +223,7 @@ def test_jax_steps_per_execution_16_gives_the_weights_of_1_and_repeats_bitwise(t
         from keras_ref.backends import CoreBatchSequence
         from keras_ref.losses import compile_model
         from keras_ref.model import build_mlp, get_weights
-        epoch_orders = importlib.import_module("keras_ref.train").epoch_orders
+        from keras_ref.training import epoch_orders
         config = replace(BASELINE, data_dir={str(tiny_synth_dir)!r}, epochs=2)
         data = load_experiment_data(config, allow_download=False)
         def run(spe):

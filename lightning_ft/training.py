@@ -180,7 +180,7 @@ def resumable_checkpoint(run_dir: Path, config: ExperimentConfig, input_dim: int
         problem = f"it cannot be read ({type(exc).__name__}: {str(exc)[:80]})"
     if problem is None:
         return path, int(state["epoch"]) + 1
-    if _is_writer():
+    if _is_rank_zero():
         aside = path.parent.with_name(f"checkpoints.unusable-{time.strftime('%Y%m%d-%H%M%S')}")
         shutil.move(str(path.parent), str(aside))
         print(f"lightning_ft: not resuming from {path}: {problem}; moved to {aside.name}, training from epoch 1",
@@ -202,10 +202,10 @@ def fit(config: ExperimentConfig, runtime: RuntimeConfig, data: ExperimentData, 
     history_path = run_dir / HISTORY_FILE
     resume_from = resumable_checkpoint(run_dir, config, data.input_dim, data.n_classes)
     metrics_csv = run_dir / "csv" / "metrics.csv"
-    if _is_writer() and resume_from is not None and metrics_csv.is_file():
+    if _is_rank_zero() and resume_from is not None and metrics_csv.is_file():
         # CSVLogger starts metrics.csv afresh; keep the epochs logged before the kill beside it.
         metrics_csv.replace(metrics_csv.with_name(f"metrics-before-epoch-{resume_from[1] + 1}.csv"))
-    if _is_writer() and resume_from is None:
+    if _is_rank_zero() and resume_from is None:
         # Leftovers of an earlier failed or interrupted attempt in this run directory must not be read
         # back (history) or mistaken for this run's checkpoints and logs.
         history_path.unlink(missing_ok=True)
@@ -299,10 +299,10 @@ def train(config: ExperimentConfig, run_dir: str | Path | None = None, runtime: 
     global rank 0 (node 0) writes the record, the others train and get an unwritten record back.
     """
     return run_experiment("lightning", fit, config, runtime=runtime, run_dir=run_dir, runs_dir=runs_dir,
-                          data=data, force=force, on_epoch=on_epoch, writer=_is_writer())
+                          data=data, force=force, on_epoch=on_epoch, rank_zero=_is_rank_zero())
 
 
-def _is_writer() -> bool:
+def _is_rank_zero() -> bool:
     rank = os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0"))
     return int(rank or 0) == 0 and int(os.environ.get("NODE_RANK", "0") or 0) == 0
 
