@@ -235,6 +235,28 @@ def run_experiment(
         return _train(fit, config, runtime, data, run_dir, record, on_epoch, rank_zero)
 
 
+def show_progress(runtime: RuntimeConfig) -> bool:
+    """Whether an adapter shows a progress bar: `runtime.progress`, or when None, whether stderr is a terminal."""
+    return sys.stderr.isatty() if runtime.progress is None else bool(runtime.progress)
+
+
+def make_train(framework: str, fit: FitFunction, rank_zero: Callable[[], bool] = lambda: True):
+    """An adapter's public `train`: `run_experiment(framework, fit, ...)` with the adapter's `fit`.
+
+    `rank_zero` is asked at each call whether this process reads, claims and writes records (an adapter
+    that runs under external launchers answers from the launcher's rank variables).
+    """
+    def train(config: ExperimentConfig, run_dir: str | Path | None = None, runtime: RuntimeConfig | None = None,
+              runs_dir: str | Path = "runs", data: ExperimentData | None = None, force: bool = False,
+              on_epoch: EpochCallback | None = None) -> RunRecord:
+        """Train `config` and write its run record under `run_dir` (default `runs_dir/<run key>`), reusing a
+        finished identical run unless `force`; see `ftmed_core.runner.run_experiment`."""
+        return run_experiment(framework, fit, config, runtime=runtime, run_dir=run_dir, runs_dir=runs_dir,
+                              data=data, force=force, on_epoch=on_epoch, rank_zero=rank_zero())
+
+    return train
+
+
 def _train(fit: FitFunction, config: ExperimentConfig, runtime: RuntimeConfig, data: ExperimentData,
            run_dir: Path, record: RunRecord, on_epoch: EpochCallback | None, rank_zero: bool) -> RunRecord:
     run_dir.mkdir(parents=True, exist_ok=True)
