@@ -217,20 +217,18 @@ def test_jax_steps_per_execution_16_gives_the_weights_of_1_and_repeats_bitwise(t
         from dataclasses import replace
         from ftmed_core.frameworks import prepare_keras_backend
         prepare_keras_backend("jax", "cpu", 1)
-        from ftmed_core.data import load_experiment_data, one_hot
+        from ftmed_core.data import load_experiment_data
         from ftmed_core.protocol import initial_weights
         from ftmed_core.variants import BASELINE
         from keras_ref.backends import CoreBatchSequence
         from keras_ref.losses import compile_model
         from keras_ref.model import build_mlp, get_weights
-        from keras_ref.training import epoch_orders
         config = replace(BASELINE, data_dir={str(tiny_synth_dir)!r}, epochs=2)
         data = load_experiment_data(config, allow_download=False)
         def run(spe):
             net = build_mlp(config, data.input_dim, data.n_classes, initial_weights(config, data.input_dim, data.n_classes))
             compile_model(net, config, steps_per_execution=spe)
-            batches = CoreBatchSequence(data.x_train, one_hot(data.y_train, data.n_classes),
-                                        epoch_orders(config, len(data.y_train)), config.batch_size)
+            batches = CoreBatchSequence(data.train, data.n_classes, config.batch_size, config.seed, config.shuffle)
             net.fit(batches, epochs=2, shuffle=False, verbose=0, callbacks=[batches.callback])
             return [a for pair in get_weights(net) for a in pair]
         a, b, c = run(16), run(1), run(16)
