@@ -176,7 +176,7 @@ class CoreBatches:
         self.epoch = 0
         self.steps = steps_per_epoch(len(split), batch_size)
         self.dataset = split_dataset(lambda: self.batches(self.epoch), self.steps, split.input_dim, n_classes)
-        self.callback = _SetEpoch(self)
+        self.callback = backends.SetEpoch(self)
 
     def batches(self, epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         # File order needs no index: batches are slices.
@@ -202,15 +202,6 @@ def predict_split_logits(model: "keras.Model", split: Split, n_classes: int, bat
         dataset = dataset.map(lambda x, y: x)
     logits = logits_model(model).predict(dataset, verbose=0)
     return np.asarray(logits, dtype=np.float32)
-
-
-class _SetEpoch(keras.callbacks.Callback):
-    def __init__(self, batches: CoreBatches):
-        super().__init__()
-        self.batches = batches
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.batches.epoch = epoch
 
 
 # -------------------------------------------------------------------------------------------- callbacks
