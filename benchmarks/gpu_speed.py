@@ -140,7 +140,7 @@ def graph_loop(config, data, device, epochs: int) -> list[float]:
 
 
 def ftmed(config, data, accelerator: str, threads: int, steps: int) -> tuple[list[float], float, str]:
-    from lightning_ft.train import fit
+    from lightning_ft.training import fit
 
     rt = RuntimeConfig(accelerator=accelerator, threads=threads, progress=False, steps_per_execution=steps)
     with tempfile.TemporaryDirectory() as run_dir:
@@ -171,7 +171,7 @@ def main() -> None:
     threads = args.threads or torch.get_num_threads()
     torch.set_num_threads(threads)
     if cuda:
-        from lightning_ft.train import _cuda_determinism
+        from lightning_ft.training import _cuda_determinism
 
         _cuda_determinism()
     steps = args.steps

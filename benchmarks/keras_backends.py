@@ -5,7 +5,7 @@ keras_ref on TensorFlow measured in the same run.
     python benchmarks/keras_backends.py --scale 0.25 --epochs 4 --threads 2 --repeats 2
     python benchmarks/keras_backends.py --frameworks keras,keras[jax] --accelerator gpu
 
-Each framework trains the baseline (`keras_ref.train.fit` / `lightning_ft.train.fit`, the code `ftmed train`
+Each framework trains the baseline (`keras_ref.training.fit` / `lightning_ft.training.fit`, the code `ftmed train`
 runs: the core's split, batch order and initial weights) in a fresh process with the backend chosen before
 keras is imported (`ftmed_core.frameworks.prepare_keras_backend`). Repetitions are interleaved across
 frameworks. Seconds per epoch = median over repetitions of each run's median epoch, the first epoch

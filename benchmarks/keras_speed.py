@@ -7,7 +7,7 @@
 Contenders, interleaved within each repetition, all from the same initial weights, same compile (loss,
 Adam, accuracy + AUC, no XLA), same thread settings:
   study      model.fit(x, y, validation_split=0.2, batch_size=128)  (the study's recipe; Keras shuffles)
-  keras_ref      keras_ref.train.fit: tf.data gathering the core's batches, steps_per_execution=16
+  keras_ref      keras_ref.training.fit: tf.data gathering the core's batches, steps_per_execution=16
   keras_ref_spe1 the same with steps_per_execution=1 (what the 16 buys)
   per_epoch      one model.fit per epoch on x[core permutation], shuffle=False (--per-epoch; the
                  alternative design, not chosen)
@@ -20,7 +20,6 @@ read the ratio, not the absolute numbers.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import statistics
 import subprocess
@@ -40,9 +39,9 @@ from ftmed_core.synth import write_synthetic
 from keras_ref._backend import keras
 from keras_ref.losses import compile_model
 from keras_ref.model import build_mlp, get_weights
-from keras_ref.train import configure_runtime, fit
+from keras_ref import training as keras_training
+from keras_ref.training import configure_runtime, fit
 
-TRAIN_MODULE = importlib.import_module("keras_ref.train")  # `keras_ref.train` is also the function
 
 FULL_FILE = Path("/tmp/synthfull/pathmnist.npz")
 
@@ -83,7 +82,7 @@ def run_study(config, raw_x, raw_y, n_classes):
 
 
 def run_keras_ref(config, runtime, data, steps_per_execution):
-    TRAIN_MODULE.STEPS_PER_EXECUTION = steps_per_execution
+    keras_training.STEPS_PER_EXECUTION = steps_per_execution
     with tempfile.TemporaryDirectory() as tmp:
         weights = initial_weights(config, data.input_dim, data.n_classes)
         return fit(config, runtime, data, weights, Path(tmp)).history["epoch_seconds"]
@@ -152,7 +151,7 @@ def main() -> None:
     data = prepare(raw, config.val_mode, config.val_fraction)
     raw_x, raw_y = preprocess_images(raw.images["train"]), raw.labels["train"]
     env = configure_runtime(runtime, config.seed)
-    spe = TRAIN_MODULE.STEPS_PER_EXECUTION
+    spe = keras_training.STEPS_PER_EXECUTION
     print(f"data {path} ({len(raw_y)} train rows), {args.epochs} epochs x {args.repeats} repeats, "
           f"threads={env['threads']}, op_determinism={env['op_determinism']}", flush=True)
 

@@ -143,9 +143,9 @@ def child_fit(framework: str, size: int, data_dir: Path, threads: int) -> dict:
 
     framework, _, variant = framework.partition(":")
     if framework == "lightning":
-        from lightning_ft.train import fit
+        from lightning_ft.training import fit
     else:
-        from keras_ref.train import fit
+        from keras_ref.training import fit
     config = _config(size, data_dir)
     with MemorySampler() as sampler:
         data = load_experiment_data(config, allow_download=False)

@@ -61,7 +61,7 @@ def plain_torch_epochs(config, data, epochs: int) -> list[float]:
 
 
 def lightning_epochs(config, data, epochs: int) -> tuple[list[float], float]:
-    from lightning_ft.train import fit
+    from lightning_ft.training import fit
 
     runtime = RuntimeConfig(accelerator="cpu", threads=1, progress=False)
     with tempfile.TemporaryDirectory() as run_dir:

@@ -37,7 +37,8 @@ def grid(data_dir: Path):
     chosen = select_variants("baseline,sgd-momentum")
     source = data_summary(prepare(raw, chosen[0].config.val_mode, chosen[0].config.val_fraction))
     runtime = RuntimeConfig(threads=1, progress=False)
-    jobs = plan(chosen, ["lightning", "keras"], [0, 1], 1, None, None, data_dir, raw.md5, runtime.precision)
+    jobs = plan(chosen, ["lightning", "keras"], [0, 1], data_md5=raw.md5, precision=runtime.precision, epochs=1,
+                data_dir=data_dir)
     return jobs, runtime, source, path
 
 

@@ -63,9 +63,9 @@ def child_ftmed(framework: str, model: str, threads: int, epochs: int) -> list[f
     runtime = RuntimeConfig(threads=threads, progress=False)
     weights = initial_weights(config, data.input_dim, data.n_classes)
     if framework == "lightning":
-        from lightning_ft.train import fit
+        from lightning_ft.training import fit
     else:
-        from keras_ref.train import fit
+        from keras_ref.training import fit
     with tempfile.TemporaryDirectory() as run_dir:
         result = fit(config, runtime, data, weights, Path(run_dir))
     return result.history["epoch_seconds"]

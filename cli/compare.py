@@ -11,7 +11,7 @@ import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional, Sequence
 
 import typer
 
@@ -22,6 +22,10 @@ from cli.options import (
     mlflow_target, value,
 )
 from cli.worker import BUSY_EXIT  # the worker's exit code for a run another process has claimed
+
+if TYPE_CHECKING:
+    from ftmed_core.config import ExperimentConfig
+    from ftmed_core.variants import Variant
 
 # Runs side by side on one GPU when --jobs is not given: the study's runs are launch-bound, so several
 # processes keep one GPU busy (benchmarks/gpu_speed.py and scripts/gpu_check.sh measure it); on CPU, 1.
@@ -47,7 +51,7 @@ def default_jobs(accelerator: str, devices: int) -> int:
 @dataclass
 class Job:
     framework: str
-    config: object  # ExperimentConfig
+    config: ExperimentConfig
     run_key: str
 
     @property
@@ -55,8 +59,11 @@ class Job:
         return f"{self.config.name} / {self.framework} / seed {self.config.seed}"
 
 
-def plan(variants, frameworks, seeds, epochs, dataset, size, data_dir, data_md5, precision,
-         shuffle: str | None = None) -> list[Job]:
+def plan(variants: Sequence[Variant], frameworks: Sequence[str], seeds: Sequence[int], *, data_md5: str,
+         precision: str, epochs: int | None = None, dataset: str | None = None, size: int | None = None,
+         data_dir: str | Path | None = None, shuffle: str | None = None) -> list[Job]:
+    """One Job per variant x seed x framework, in that order; `epochs`, `dataset`, `size` and `shuffle`
+    replace the variant's value when given, and the run key names `data_md5` and `precision`."""
     from ftmed_core.records import run_key
 
     jobs = []

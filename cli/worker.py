@@ -27,7 +27,7 @@ def main(argv: list[str]) -> int:
 
     from pathlib import Path
 
-    from cli.train import framework_train
+    from ftmed.adapters import framework_train
     from ftmed_core.config import ExperimentConfig, RuntimeConfig
 
     config = ExperimentConfig.from_dict(job["config"])

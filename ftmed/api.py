@@ -20,6 +20,7 @@ from ftmed_core.records import RunRecord
 from ftmed_core.report import DEFAULT_MARGIN
 from ftmed_core.variants import Variant
 
+from ftmed.adapters import framework_train, require_framework
 from ftmed.comparison import Comparison
 
 VariantLike = Union[str, Variant, ExperimentConfig]
@@ -94,13 +95,6 @@ def _select(spec, variants_file) -> list[Variant]:
     return chosen
 
 
-def _framework_train(framework: str, runtime: RuntimeConfig | None = None):
-    """The framework's `train` (a Keras label selects its backend before keras is imported)."""
-    from cli.train import framework_train
-
-    return framework_train(framework, runtime)
-
-
 def _epoch_bar(total: int, description: str):
     from tqdm.auto import tqdm
 
@@ -173,7 +167,7 @@ def train(
     notebook_bar = progress if progress is not None else in_notebook()
     if notebook_bar or progress is False:
         runtime = replace(runtime, progress=False)  # no terminal bar from the framework
-    fit = _framework_train(framework, runtime)
+    fit = framework_train(framework, runtime)
     if data is None:
         path = ensure_data(config.dataset, config.size, config.data_dir)
         data = prepare(load_npz(path, config.dataset, config.size), config.val_mode, config.val_fraction)
@@ -304,7 +298,6 @@ def compare(
     from cli.compare import default_jobs, plan, read_planned, run_study
     from cli.data import progress_bar
     from cli.executors import make_executor
-    from cli.train import require_framework
     from ftmed_core.config import MAX_SEED
     from ftmed_core.data import ensure_data, load_npz, prepare
     from ftmed_core.frameworks import parse_frameworks
@@ -352,7 +345,8 @@ def compare(
                             steps_per_execution=steps_per_execution, cuda_graphs=cuda_graphs)
     if runtime.mlflow:
         prepare_store(runtime.mlflow)
-    planned = plan(chosen, fws, seed_list, epochs, dataset, size, data_dir, raw.md5, runtime.precision, shuffle)
+    planned = plan(chosen, fws, seed_list, data_md5=raw.md5, precision=runtime.precision, epochs=epochs,
+                   dataset=dataset, size=size, data_dir=data_dir, shuffle=shuffle)
     runs_dir.mkdir(parents=True, exist_ok=True)
     todo = [job for job in planned if not (runs_dir / job.run_key / RECORD_FILE).is_file()]
     with _notebook_grid_bar(todo, runs_dir):

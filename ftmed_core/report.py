@@ -77,11 +77,11 @@ class Row:
     changes: str
     study_accuracy: float | None
     cells: dict  # framework -> FrameworkCell
-    difference: dict  # lightning - keras (TensorFlow) accuracy: diff, low, high, p_value, tost_p, verdict
-    # The headline view (SEED_MEAN with >= 2 frameworks, else the one framework): diff, low, high, p_value,
-    # p_holm, method, n_a, n_b, df, effect_size, effect_name, verdict, view; plus "per_framework": {fw: view}.
+    difference: dict  # differences["keras"] (lightning - Keras on TensorFlow), {} without both
+    # variant - baseline: the headline view (SEED_MEAN with >= 2 frameworks, else the one framework) as
+    # `_vs_view` builds it and `_add_vs_baseline` completes it, plus "view" and "per_framework": {fw: view}.
     vs_baseline: dict
-    # lightning - each Keras column present, keyed by its label ("keras" is `difference` again).
+    # lightning - each Keras column present, keyed by its label; entries as `build_rows` writes them.
     differences: dict = field(default_factory=dict)
 
 

@@ -193,11 +193,11 @@ def run_experiment(
     data: ExperimentData | None = None,
     force: bool = False,
     on_epoch: EpochCallback | None = None,
-    writer: bool = True,
+    rank_zero: bool = True,
 ) -> RunRecord:
     """Train `config` with `fit` and write its record; reuse a finished identical run unless `force`.
 
-    `writer=False` is for the non-zero ranks of a multi-process run started by an external launcher
+    `rank_zero=False` is for the non-zero ranks of a multi-process run started by an external launcher
     (torchrun, SLURM): they train the same way but neither read, write nor retire records.
 
     A failure inside training (non-finite loss, out of memory, a crash) is recorded with status "failed"
@@ -205,7 +205,7 @@ def run_experiment(
     caught, so an interrupted run leaves no record; the next call resumes it from the per-epoch state the
     adapter keeps in `run_dir` (its last finished epoch), as it does a killed run.
 
-    Claims and damage (writers only): the run is claimed (`ftmed_core.locks`) before its record is read,
+    Claims and damage (rank zero only): the run is claimed (`ftmed_core.locks`) before its record is read,
     until the new one is written; RunInProgress (a RunError) when another live process holds the claim.
     A run whose record or test arrays are damaged (`inspect_run`) is moved to `<run>.damaged-<time>`, one
     line says so on stderr, and it is trained again.
@@ -214,8 +214,8 @@ def run_experiment(
     data = data if data is not None else load_experiment_data(config)
     record = new_record(framework, config, runtime, data_summary(data))
     run_dir = Path(run_dir) if run_dir is not None else Path(runs_dir) / record.run_key
-    if not writer:
-        return _train(fit, config, runtime, data, run_dir, record, on_epoch, writer)
+    if not rank_zero:
+        return _train(fit, config, runtime, data, run_dir, record, on_epoch, rank_zero)
     # The claim is held from before the existing record is read until the new one is written, so one
     # run is trained by one process at a time; the kernel drops it if this process dies.
     claimed = try_claim(run_lock_path(run_dir))
@@ -232,11 +232,33 @@ def run_experiment(
             if not force:
                 return existing
             retire_finished_run(run_dir)
-        return _train(fit, config, runtime, data, run_dir, record, on_epoch, writer)
+        return _train(fit, config, runtime, data, run_dir, record, on_epoch, rank_zero)
+
+
+def show_progress(runtime: RuntimeConfig) -> bool:
+    """Whether an adapter shows a progress bar: `runtime.progress`, or when None, whether stderr is a terminal."""
+    return sys.stderr.isatty() if runtime.progress is None else bool(runtime.progress)
+
+
+def make_train(framework: str, fit: FitFunction, rank_zero: Callable[[], bool] = lambda: True):
+    """An adapter's public `train`: `run_experiment(framework, fit, ...)` with the adapter's `fit`.
+
+    `rank_zero` is asked at each call whether this process reads, claims and writes records (an adapter
+    that runs under external launchers answers from the launcher's rank variables).
+    """
+    def train(config: ExperimentConfig, run_dir: str | Path | None = None, runtime: RuntimeConfig | None = None,
+              runs_dir: str | Path = "runs", data: ExperimentData | None = None, force: bool = False,
+              on_epoch: EpochCallback | None = None) -> RunRecord:
+        """Train `config` and write its run record under `run_dir` (default `runs_dir/<run key>`), reusing a
+        finished identical run unless `force`; see `ftmed_core.runner.run_experiment`."""
+        return run_experiment(framework, fit, config, runtime=runtime, run_dir=run_dir, runs_dir=runs_dir,
+                              data=data, force=force, on_epoch=on_epoch, rank_zero=rank_zero())
+
+    return train
 
 
 def _train(fit: FitFunction, config: ExperimentConfig, runtime: RuntimeConfig, data: ExperimentData,
-           run_dir: Path, record: RunRecord, on_epoch: EpochCallback | None, writer: bool) -> RunRecord:
+           run_dir: Path, record: RunRecord, on_epoch: EpochCallback | None, rank_zero: bool) -> RunRecord:
     run_dir.mkdir(parents=True, exist_ok=True)
     record.environment = base_environment()
     record.parameter_count = parameter_count(config, data.input_dim, data.n_classes)
@@ -255,7 +277,7 @@ def _train(fit: FitFunction, config: ExperimentConfig, runtime: RuntimeConfig, d
             record.history = {k: [float(v) for v in vals] for k, vals in exc.history.items()}
         record.environment["traceback"] = traceback.format_exc(limit=8)[-4000:]
         record.finished_at = time.time()
-        if writer:
+        if rank_zero:
             write_record(run_dir, record)
         return record
 
@@ -270,6 +292,6 @@ def _train(fit: FitFunction, config: ExperimentConfig, runtime: RuntimeConfig, d
     record.training_seconds = float(result.training_seconds)
     record.status = "finished"
     record.finished_at = time.time()
-    if writer:
+    if rank_zero:
         write_record(run_dir, record, probabilities=probabilities, logits=logits, labels=data.y_test)
     return record

@@ -214,12 +214,9 @@ def torch_loss_and_gradients(side: TorchSide, net, x: np.ndarray, y: np.ndarray,
 
 def keras_train_one_epoch(config: ExperimentConfig, data, weights) -> tuple[list[float], list]:
     """Keras's own train step (`train_on_batch`, the function `fit` runs) over keras_ref's epoch batches."""
-    from importlib import import_module
-
     from keras_ref import losses as keras_losses
     from keras_ref import model as keras_model
-
-    keras_train = import_module("keras_ref.train")  # the module; keras_ref's `train` attribute is the function
+    from keras_ref import training as keras_train
     net = keras_model.build_mlp(config, data.input_dim, data.n_classes, weights)
     keras_losses.compile_model(net, config)
     n = len(data.y_train)

@@ -6,7 +6,7 @@ by default; JAX and torch too).
     record = keras_ref.train(ExperimentConfig(data_dir="DIR", epochs=2))   # runs/keras-<key>/record.json
 
 Modules: `model` (build_mlp, weights in the core's layout, logits), `optimizers` (build_optimizer),
-`losses` (make_loss, compile_model), `train` (fit, train), `weights` (neutral weight files).
+`losses` (make_loss, compile_model), `training` (fit, train), `weights` (neutral weight files).
 
 Importing this package loads keras on KERAS_BACKEND's backend (tensorflow when unset; jax and torch too,
 see keras_ref/backends.py and `ftmed_core.frameworks.prepare_keras_backend`), raises ImportError when keras
@@ -23,13 +23,11 @@ Keras behaviour this package relies on (tests pin the first four):
   runs repeat bitwise on CPU (`benchmarks/keras_speed.py --check-determinism`). It is process-wide and
   one-way.
 - On CPU, `relu(NaN)` is 0: a NaN input does not always reach the loss.
-- `import keras_ref.train` names the function (the package exports `train`); use
-  `importlib.import_module("keras_ref.train")` for the module.
 """
 
 from keras_ref import _backend  # noqa: F401  (pins the backend before anything imports keras)
 from keras_ref.model import build_mlp, get_weights, logits_model, predict_logits, set_weights
-from keras_ref.train import fit, train
+from keras_ref.training import fit, train
 from keras_ref.weights import export_weights, import_weights
 
 __all__ = ["build_mlp", "export_weights", "fit", "get_weights", "import_weights", "logits_model",

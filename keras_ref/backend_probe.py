@@ -32,15 +32,12 @@ from pathlib import Path
 import numpy as np
 
 from ftmed_core.config import ExperimentConfig, OptimizerConfig
+from ftmed_core.data import one_hot
 from ftmed_core.protocol import initial_weights
 from ftmed_core.variants import BASELINE, VARIANTS
 from keras_ref._backend import BACKEND, keras, tf
 from keras_ref.losses import compile_model
 from keras_ref.model import build_mlp, get_weights, logits_model
-
-
-def _one_hot(labels: np.ndarray, n_classes: int) -> np.ndarray:
-    return np.eye(n_classes, dtype=np.float32)[np.asarray(labels)]
 
 
 def _numpy(value) -> np.ndarray:
@@ -191,13 +188,13 @@ def compute(request: dict, arrays: dict[str, np.ndarray]) -> tuple[dict, dict[st
                 compile_model(net, config)
                 if BACKEND == "jax":  # one batch: op by op is cheaper than compiling evaluate's step
                     net.jit_compile = False
-                value = net.test_on_batch(x, _one_hot(y, n_classes), return_dict=True)["loss"]
+                value = net.test_on_batch(x, one_hot(y, n_classes), return_dict=True)["loss"]
                 out[f"loss/{output}/{mode}"] = np.asarray(float(value), dtype=np.float64)
             if "gradients" in checks:
                 net = build_mlp(config, input_dim, n_classes, weights)
                 compile_model(net, config)
                 rows = slice(0, int(request.get("gradient_rows", len(x))))
-                loss, grads = loss_and_gradients(net, x[rows], _one_hot(y[rows], n_classes))
+                loss, grads = loss_and_gradients(net, x[rows], one_hot(y[rows], n_classes))
                 out[f"grad_loss/{output}/{mode}"] = np.asarray(loss, dtype=np.float64)
                 for i, g in enumerate(grads):
                     out[f"grad/{output}/{mode}/{i}"] = g

@@ -1,7 +1,7 @@
 """What keras_ref does differently on the JAX and torch backends: runtime (devices, threads, seeds,
-determinism) and feeding. TensorFlow's own versions stay in keras_ref/train.py.
+determinism) and feeding. TensorFlow's own versions stay in keras_ref/training.py.
 
-| TensorFlow (train.py)                | JAX                                              | torch                                             |
+| TensorFlow (training.py)             | JAX                                              | torch                                             |
 |--------------------------------------|--------------------------------------------------|---------------------------------------------------|
 | `CoreBatches`: tf.data gather by index | `CoreBatchSequence`: a `keras.utils.PyDataset` of numpy batches gathered by index, epoch set by a callback | the same |
 | `enable_op_determinism()`            | deterministic on CPU; GPU: XLA_FLAGS --xla_gpu_deterministic_ops (set before import, ftmed_core.frameworks) | `torch.use_deterministic_algorithms(True)`; cuBLAS workspace set before import |
@@ -128,7 +128,7 @@ class CoreBatchSequence(keras.utils.PyDataset):
         self.seed, self.shuffle = seed, shuffle
         self.epoch = 0
         self.steps = steps_per_epoch(len(split), batch_size)
-        self.callback = _SetEpoch(self)
+        self.callback = SetEpoch(self)
         self._order: tuple[int, np.ndarray | None] | None = None
 
     @property
@@ -156,8 +156,10 @@ class CoreBatchSequence(keras.utils.PyDataset):
         return self.split.rows(rows), one_hot(self.split.labels[rows], self.n_classes)
 
 
-class _SetEpoch(keras.callbacks.Callback):
-    def __init__(self, batches: CoreBatchSequence):
+class SetEpoch(keras.callbacks.Callback):
+    """Sets `batches.epoch` (a CoreBatchSequence's or keras_ref.training.CoreBatches') at each epoch's start."""
+
+    def __init__(self, batches):
         super().__init__()
         self.batches = batches
 

@@ -4,8 +4,7 @@ Public entry points: `train(config, run_dir)` -> RunRecord, `fit` (the core's Fi
 `build_optimizer`, `load_checkpoint`, `MLPSystem`, `MedMNISTDataModule`.
 
 Imported eagerly (torch and lightning load with the package; the CLI imports it inside commands only).
-Eager on purpose: the submodule `lightning_ft.train` and the function `train` share a name, and importing
-the submodule lazily later would rebind `lightning_ft.train` to the module.
+The module `lightning_ft.training` holds `train`, `fit` and `load_checkpoint`.
 """
 
 import sys
@@ -22,7 +21,7 @@ from lightning_ft.datamodule import MedMNISTDataModule  # noqa: E402
 from lightning_ft.model import build_mlp, get_weights, set_weights  # noqa: E402
 from lightning_ft.optimizers import SEMANTICS_TABLE, build_optimizer  # noqa: E402
 from lightning_ft.system import MLPSystem  # noqa: E402
-from lightning_ft.train import fit, load_checkpoint, train  # noqa: E402
+from lightning_ft.training import fit, load_checkpoint, train  # noqa: E402
 
 __all__ = [
     "train", "fit", "load_checkpoint", "build_mlp", "get_weights", "set_weights", "build_optimizer",

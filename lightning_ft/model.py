@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ftmed_core.config import ExperimentConfig
-from ftmed_core.protocol import Weights, initial_weights
+from ftmed_core.protocol import Weights, initial_weights, layer_sizes
 
 HIDDEN_ACTIVATION_MODULES: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,
@@ -40,7 +40,7 @@ def build_mlp(config: ExperimentConfig, input_dim: int, n_classes: int, weights:
             f"unknown hidden activation {config.hidden_activation!r}; "
             f"choose one of: {', '.join(HIDDEN_ACTIVATION_MODULES)}"
         )
-    sizes = [input_dim, *config.hidden_units, n_classes]
+    sizes = layer_sizes(config, input_dim, n_classes)
     layers: list[nn.Module] = []
     for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(nn.Linear(fan_in, fan_out))

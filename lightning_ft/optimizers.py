@@ -40,14 +40,12 @@ from ftmed_core.optimizers import (
     validate_optimizer,
 )
 
-_F32 = np.float32
-
 SEMANTICS_TABLE = semantics_table()
 
 
 def _f32(value) -> float:
     """A Python float holding a float32 value, so foreach ops on float32 tensors see Keras's scalar."""
-    return float(_F32(value))
+    return float(np.float32(value))
 
 
 class KerasOptimizer(torch.optim.Optimizer):
@@ -82,7 +80,7 @@ class KerasOptimizer(torch.optim.Optimizer):
             wd = group.get("weight_decay", 0.0)
             if wd:
                 # Keras: variable.assign_sub(variable * wd * lr), before the update.
-                _foreach_sub_scaled(params, params, _f32(_F32(wd) * _F32(lr)))
+                _foreach_sub_scaled(params, params, _f32(np.float32(wd) * np.float32(lr)))
             step = group["step"] + 1
             self._update(group, params, grads, lr, step)
             group["step"] = step
@@ -185,8 +183,8 @@ class KerasAdam(KerasOptimizer):
 
 def keras_adam_alpha(lr: float, beta_1: float, beta_2: float, step: int) -> float:
     """Keras Adam's step size at step `step` (1-based), in float32: lr * sqrt(1 - b2^t) / (1 - b1^t)."""
-    b1, b2, t = _F32(beta_1), _F32(beta_2), _F32(step)
-    return _f32(_F32(lr) * np.sqrt(_F32(1) - b2 ** t) / (_F32(1) - b1 ** t))
+    b1, b2, t = np.float32(beta_1), np.float32(beta_2), np.float32(step)
+    return _f32(np.float32(lr) * np.sqrt(np.float32(1) - b2 ** t) / (np.float32(1) - b1 ** t))
 
 
 # beta ** _HUGE_STEP == 0.0 exactly in float64 for every beta < 1 - 1e-15, so 1 - beta**step == 1.
@@ -204,7 +202,7 @@ class KerasAdamax(KerasOptimizer):
         super().__init__(params, dict(lr=lr, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, weight_decay=weight_decay))
 
     def _update(self, group, params, grads, lr, step):
-        correction = _f32(_F32(1) - _F32(group["beta_1"]) ** _F32(step))
+        correction = _f32(np.float32(1) - np.float32(group["beta_1"]) ** np.float32(step))
         m = self._state_list(params, "momentum")
         u = self._state_list(params, "norm")
         torch._foreach_lerp_(m, grads, _f32(1 - group["beta_1"]))
@@ -229,10 +227,10 @@ class KerasNadam(KerasOptimizer):
             group.setdefault("u_product", 1.0)
 
     def _update(self, group, params, grads, lr, step):
-        one, half, decay = _F32(1), _F32(0.5), _F32(0.96)
-        b1, b2 = _F32(group["beta_1"]), _F32(group["beta_2"])
-        t, t_next = _F32(step), _F32(step + 1)
-        u_product = _F32(group["u_product"]) * b1 * (one - half * decay ** t)
+        one, half, decay = np.float32(1), np.float32(0.5), np.float32(0.96)
+        b1, b2 = np.float32(group["beta_1"]), np.float32(group["beta_2"])
+        t, t_next = np.float32(step), np.float32(step + 1)
+        u_product = np.float32(group["u_product"]) * b1 * (one - half * decay ** t)
         group["u_product"] = float(u_product)
         u_t = b1 * (one - half * decay ** t)
         u_t1 = b1 * (one - half * decay ** t_next)
@@ -320,14 +318,14 @@ class KerasLion(KerasOptimizer):
         super().__init__(params, dict(lr=lr, beta_1=beta_1, beta_2=beta_2, weight_decay=weight_decay))
 
     def _update(self, group, params, grads, lr, step):
-        b1, b2 = _F32(group["beta_1"]), _F32(group["beta_2"])  # cast first, then 1 - beta (as Keras)
+        b1, b2 = np.float32(group["beta_1"]), np.float32(group["beta_2"])  # cast first, then 1 - beta (as Keras)
         m = self._state_list(params, "momentum")
         direction = torch._foreach_mul(m, float(b1))
-        torch._foreach_add_(direction, grads, alpha=_f32(_F32(1) - b1))
+        torch._foreach_add_(direction, grads, alpha=_f32(np.float32(1) - b1))
         torch._foreach_sign_(direction)
         torch._foreach_add_(params, direction, alpha=-lr)
         torch._foreach_mul_(m, float(b2))
-        torch._foreach_add_(m, grads, alpha=_f32(_F32(1) - b2))
+        torch._foreach_add_(m, grads, alpha=_f32(np.float32(1) - b2))
 
 
 def rule_class(name: str) -> type[KerasOptimizer]:

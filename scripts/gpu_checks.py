@@ -32,7 +32,7 @@ from ftmed_core.config import ExperimentConfig, RuntimeConfig, optimizer_config
 from ftmed_core.data import load_experiment_data
 from ftmed_core.protocol import initial_weights
 from ftmed_core.variants import get_variant
-from lightning_ft.train import fit
+from lightning_ft.training import fit
 
 CASES = {
     "baseline": lambda c: c,

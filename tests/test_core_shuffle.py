@@ -72,10 +72,10 @@ def test_cli_shuffle_option_on_train_and_compare(tmp_path):
 
     config = apply_overrides(VARIANTS["baseline"].config, shuffle="fixed")
     assert config.shuffle == "fixed" and config.name == "baseline"  # protocol, like the seed: same variant
-    jobs = plan([VARIANTS["baseline"], VARIANTS["lr-1e-4"]], ["lightning", "keras"], [0, 1], 2, None, None,
-                None, "0" * 32, "32", "fixed")
+    jobs = plan([VARIANTS["baseline"], VARIANTS["lr-1e-4"]], ["lightning", "keras"], [0, 1], data_md5="0" * 32,
+                precision="32", epochs=2, shuffle="fixed")
     assert {job.config.shuffle for job in jobs} == {"fixed"}
-    default = plan([VARIANTS["baseline"]], ["keras"], [0], 2, None, None, None, "0" * 32, "32")
+    default = plan([VARIANTS["baseline"]], ["keras"], [0], data_md5="0" * 32, precision="32", epochs=2)
     fixed = [j for j in jobs if j.framework == "keras" and j.config.name == "baseline" and j.config.seed == 0]
     assert default[0].config.shuffle == "per-epoch" and default[0].run_key != fixed[0].run_key
     runner = CliRunner()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-
 import numpy as np
 import pytest
 
@@ -15,8 +13,8 @@ from ftmed_core.protocol import initial_weights
 from ftmed_core.synth import write_synthetic
 from keras_ref.losses import compile_model
 from keras_ref.model import build_mlp, get_weights, predict_logits
+from keras_ref import training as keras_train
 
-keras_train = importlib.import_module("keras_ref.train")  # the module (the package's `train` is the function)
 RUNTIME = RuntimeConfig(progress=False)  # as test_keras_train: TF fixes its threads at the first fit in a process
 
 

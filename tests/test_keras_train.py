@@ -1,4 +1,4 @@
-"""keras_ref.train end to end on small generated data: learning, the record, the saved model, seeds, failures."""
+"""keras_ref.training end to end on small generated data: learning, the record, the saved model, seeds, failures."""
 
 from __future__ import annotations
 

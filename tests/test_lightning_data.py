@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from typing import Iterator
 
 import lightning.pytorch as L
@@ -21,8 +20,8 @@ from lightning_ft.datamodule import (
     resident_split,
     to_unit_float,
 )
+from lightning_ft import training as lightning_train
 
-lightning_train = importlib.import_module("lightning_ft.train")  # the module (the package's `train` is the function)
 RUNTIME = RuntimeConfig(threads=1, progress=False)
 
 

@@ -27,7 +27,7 @@ from lightning_ft.fast import (
 )
 from lightning_ft.model import build_mlp
 from lightning_ft.optimizers import build_optimizer
-from lightning_ft.train import fit
+from lightning_ft.training import fit
 
 CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not CUDA, reason="CUDA graphs need a CUDA device (torch.cuda.is_available() is False)")

@@ -19,7 +19,7 @@ from ftmed_core.protocol import batch_bounds, epoch_permutation
 from ftmed_core.records import HISTORY_KEYS, list_records, load_probabilities, read_record
 from lightning_ft.datamodule import EpochBatches, HostSplit, SequentialBatches
 from lightning_ft.model import predict_logits
-from lightning_ft.train import load_checkpoint
+from lightning_ft.training import load_checkpoint
 
 RUNTIME = RuntimeConfig(accelerator="cpu", threads=1, progress=False)
 

@@ -354,7 +354,7 @@ def test_load_checkpoint_refuses_pickled_code(tmp_path, monkeypatch):
 
     import torch
 
-    from lightning_ft.train import load_checkpoint
+    from lightning_ft.training import load_checkpoint
 
     monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     path = tmp_path / "evil.ckpt"

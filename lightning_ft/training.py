@@ -49,8 +49,8 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from ftmed_core.config import ExperimentConfig, RuntimeConfig
 from ftmed_core.data import ExperimentData
 from ftmed_core.protocol import Weights
-from ftmed_core.records import HISTORY_KEYS, RunRecord
-from ftmed_core.runner import EpochCallback, FitResult, resolve_threads, run_experiment
+from ftmed_core.records import HISTORY_KEYS
+from ftmed_core.runner import EpochCallback, FitResult, make_train, resolve_threads, show_progress
 from lightning_ft.datamodule import MedMNISTDataModule
 from lightning_ft.fast import FastDataModule, FastMLPSystem, describe, plan_fast_path
 from lightning_ft.model import predict_logits
@@ -180,7 +180,7 @@ def resumable_checkpoint(run_dir: Path, config: ExperimentConfig, input_dim: int
         problem = f"it cannot be read ({type(exc).__name__}: {str(exc)[:80]})"
     if problem is None:
         return path, int(state["epoch"]) + 1
-    if _is_writer():
+    if _is_rank_zero():
         aside = path.parent.with_name(f"checkpoints.unusable-{time.strftime('%Y%m%d-%H%M%S')}")
         shutil.move(str(path.parent), str(aside))
         print(f"lightning_ft: not resuming from {path}: {problem}; moved to {aside.name}, training from epoch 1",
@@ -198,14 +198,14 @@ def fit(config: ExperimentConfig, runtime: RuntimeConfig, data: ExperimentData, 
         _cuda_determinism()
     strategy = resolve_strategy(runtime)
     spawned = strategy.endswith("_spawn")
-    progress = sys.stderr.isatty() if runtime.progress is None else runtime.progress
+    progress = show_progress(runtime)
     history_path = run_dir / HISTORY_FILE
     resume_from = resumable_checkpoint(run_dir, config, data.input_dim, data.n_classes)
     metrics_csv = run_dir / "csv" / "metrics.csv"
-    if _is_writer() and resume_from is not None and metrics_csv.is_file():
+    if _is_rank_zero() and resume_from is not None and metrics_csv.is_file():
         # CSVLogger starts metrics.csv afresh; keep the epochs logged before the kill beside it.
         metrics_csv.replace(metrics_csv.with_name(f"metrics-before-epoch-{resume_from[1] + 1}.csv"))
-    if _is_writer() and resume_from is None:
+    if _is_rank_zero() and resume_from is None:
         # Leftovers of an earlier failed or interrupted attempt in this run directory must not be read
         # back (history) or mistaken for this run's checkpoints and logs.
         history_path.unlink(missing_ok=True)
@@ -290,21 +290,14 @@ def fit(config: ExperimentConfig, runtime: RuntimeConfig, data: ExperimentData, 
     )
 
 
-def train(config: ExperimentConfig, run_dir: str | Path | None = None, runtime: RuntimeConfig | None = None,
-          runs_dir: str | Path = "runs", data: ExperimentData | None = None, force: bool = False,
-          on_epoch: EpochCallback | None = None) -> RunRecord:
-    """Train `config` with Lightning and write its run record (reusing a finished identical run).
-
-    Under an external launcher (torchrun, SLURM; one process per rank) every process calls this; only
-    global rank 0 (node 0) writes the record, the others train and get an unwritten record back.
-    """
-    return run_experiment("lightning", fit, config, runtime=runtime, run_dir=run_dir, runs_dir=runs_dir,
-                          data=data, force=force, on_epoch=on_epoch, writer=_is_writer())
-
-
-def _is_writer() -> bool:
+def _is_rank_zero() -> bool:
     rank = os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0"))
     return int(rank or 0) == 0 and int(os.environ.get("NODE_RANK", "0") or 0) == 0
+
+
+# Under an external launcher (torchrun, SLURM; one process per rank) every process calls `train`; only
+# global rank 0 (node 0) writes the record, the others train and get an unwritten record back.
+train = make_train("lightning", fit, rank_zero=_is_rank_zero)
 
 
 def load_checkpoint(path: str | Path, map_location: str = "cpu") -> torch.nn.Sequential:

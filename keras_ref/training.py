@@ -33,8 +33,8 @@ from ftmed_core.config import ExperimentConfig, RuntimeConfig
 from ftmed_core.data import ExperimentData, Split, eval_batch_rows, one_hot
 from ftmed_core.errors import ConfigError
 from ftmed_core.protocol import Weights, epoch_permutation, steps_per_epoch
-from ftmed_core.records import HISTORY_KEYS, RunRecord
-from ftmed_core.runner import EpochCallback, FitResult, check_finite, resolve_threads, run_experiment
+from ftmed_core.records import HISTORY_KEYS
+from ftmed_core.runner import EpochCallback, FitResult, check_finite, make_train, resolve_threads, show_progress
 from keras_ref import _backend, backends
 from keras_ref._backend import BACKEND, FRAMEWORK, keras, tf
 from keras_ref.losses import compile_model
@@ -176,7 +176,7 @@ class CoreBatches:
         self.epoch = 0
         self.steps = steps_per_epoch(len(split), batch_size)
         self.dataset = split_dataset(lambda: self.batches(self.epoch), self.steps, split.input_dim, n_classes)
-        self.callback = _SetEpoch(self)
+        self.callback = backends.SetEpoch(self)
 
     def batches(self, epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         # File order needs no index: batches are slices.
@@ -202,15 +202,6 @@ def predict_split_logits(model: "keras.Model", split: Split, n_classes: int, bat
         dataset = dataset.map(lambda x, y: x)
     logits = logits_model(model).predict(dataset, verbose=0)
     return np.asarray(logits, dtype=np.float32)
-
-
-class _SetEpoch(keras.callbacks.Callback):
-    def __init__(self, batches: CoreBatches):
-        super().__init__()
-        self.batches = batches
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.batches.epoch = epoch
 
 
 # -------------------------------------------------------------------------------------------- callbacks
@@ -316,10 +307,6 @@ def restore_state(path: Path, model, config: ExperimentConfig) -> tuple[int, dic
 # ------------------------------------------------------------------------------------------------- fit
 
 
-def _progress(runtime: RuntimeConfig) -> bool:
-    return sys.stderr.isatty() if runtime.progress is None else bool(runtime.progress)
-
-
 def fit(config: ExperimentConfig, runtime: RuntimeConfig, data: ExperimentData, weights: Weights,
         run_dir: Path, on_epoch: EpochCallback | None = None) -> FitResult:
     """Train `config` from `weights` with `model.fit`; the adapter function of `run_experiment`."""
@@ -371,7 +358,7 @@ def fit(config: ExperimentConfig, runtime: RuntimeConfig, data: ExperimentData, 
         validation_data=eval_dataset(data.val, data.n_classes, config.batch_size),
         shuffle=False,  # the order is the dataset's
         callbacks=callbacks,
-        verbose="auto" if _progress(runtime) else 0,
+        verbose="auto" if show_progress(runtime) else 0,
     )
     training_seconds = time.perf_counter() - started
     # Keras's saving code imports TensorFlow when it is installed, whatever the backend: keep its start-up
@@ -391,13 +378,6 @@ def fit(config: ExperimentConfig, runtime: RuntimeConfig, data: ExperimentData, 
     )
 
 
-def train(config: ExperimentConfig, run_dir: str | Path | None = None, runtime: RuntimeConfig | None = None,
-          runs_dir: str | Path = "runs", data: ExperimentData | None = None, force: bool = False,
-          on_epoch: EpochCallback | None = None) -> RunRecord:
-    """Train `config` in Keras and write its run record (reusing a finished identical run unless `force`).
-
-    The backend is the one keras was imported with (KERAS_BACKEND; `ftmed_core.frameworks.prepare_keras_backend`
-    sets it before the import); the record's framework is its label, e.g. `keras[jax]`.
-    """
-    return run_experiment(FRAMEWORK, fit, config, runtime=runtime, run_dir=run_dir, runs_dir=runs_dir,
-                          data=data, force=force, on_epoch=on_epoch)
+# The backend is the one keras was imported with (KERAS_BACKEND; `ftmed_core.frameworks.prepare_keras_backend`
+# sets it before the import); the record's framework is its label, e.g. `keras[jax]`.
+train = make_train(FRAMEWORK, fit)

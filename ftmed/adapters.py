@@ -1,0 +1,45 @@
+"""Which adapter trains a framework label: the one place the CLI and the Python API pick `lightning_ft`
+or `keras_ref` (imported lazily, never both in one process)."""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Callable
+
+from ftmed_core.config import RuntimeConfig
+from ftmed_core.errors import ConfigError
+from ftmed_core.frameworks import canonical, keras_backend, prepare_keras_backend
+from ftmed_core.records import RunRecord
+
+
+def require_framework(framework: str) -> None:
+    """A clear error, before anything runs, when the framework's libraries are not installed (a Keras label
+    needs keras and its backend's library: tensorflow, jax or torch)."""
+    framework = canonical(framework)
+    needed = ["lightning"] if framework == "lightning" else [keras_backend(framework), "keras"]
+    for module in needed:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):  # a broken or blocked installation counts as missing
+            found = False
+        if not found:
+            other = "lightning" if framework != "lightning" else "keras"
+            raise ConfigError(f"{framework} runs need {module}, which is not installed here; "
+                              f"install it or use --framework/--frameworks {other}")
+
+
+def framework_train(framework: str, runtime: RuntimeConfig | None = None) -> Callable[..., RunRecord]:
+    """The framework's `train(config, ...)`, imported only when needed (never both in one process).
+
+    A Keras label (`keras`, `keras[jax]`, `keras[torch]`) selects the Keras backend before keras is
+    imported; a process where keras is already loaded with another backend gets a ConfigError (one line).
+    """
+    require_framework(framework)
+    framework = canonical(framework)
+    if framework == "lightning":
+        from lightning_ft import train
+        return train
+    prepare_keras_backend(keras_backend(framework), runtime.accelerator if runtime else "auto",
+                          runtime.threads if runtime else 0)
+    from keras_ref import train
+    return train
