@@ -126,13 +126,14 @@ def _sanitize(value: Any) -> Any:
     return value
 
 
-def atomic_write_bytes(path: Path, payload: bytes) -> None:
-    """Write `payload` to `path` so readers see the old file or the whole new one, never a part."""
+def atomic_write(path: Path, write) -> None:
+    """Call `write(handle)` on a temp file beside `path`, fsync it and rename it over `path`: readers see
+    the old file or the whole new one, never a part; on any failure the temp file is removed."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file normal permissions
@@ -143,6 +144,11 @@ def atomic_write_bytes(path: Path, payload: bytes) -> None:
         except OSError:
             pass
         raise
+
+
+def atomic_write_bytes(path: Path, payload: bytes) -> None:
+    """Write `payload` to `path` atomically (`atomic_write`)."""
+    atomic_write(path, lambda handle: handle.write(payload))
 
 
 def _umask() -> int:
@@ -162,22 +168,8 @@ def save_array(path: Path, array: np.ndarray) -> None:
 
 
 def atomic_save_npz(path: Path, arrays: dict) -> None:
-    """`np.savez` to `path` atomically (temp file + fsync + rename), streamed: no second copy in memory."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **arrays)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    """`np.savez` to `path` atomically (`atomic_write`), streamed: no second copy in memory."""
+    atomic_write(path, lambda handle: np.savez(handle, **arrays))
 
 
 def history_csv(history: dict) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Iterator
 
+import lightning_ft  # noqa: F401  first: its import guard must run before lightning/triton load
+
 import lightning.pytorch as L
 import numpy as np
 import pytest

@@ -5,6 +5,8 @@ only where CUDA is available."""
 
 from __future__ import annotations
 
+import lightning_ft  # noqa: F401  first: its import guard must run before lightning/triton load
+
 import csv
 from dataclasses import replace
 from pathlib import Path
