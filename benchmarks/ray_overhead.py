@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def grid(data_dir: Path):
-    from cli.compare import plan
+    from ftmed.grid import plan
     from ftmed_core.config import RuntimeConfig
     from ftmed_core.data import data_path, load_npz, prepare
     from ftmed_core.runner import data_summary
@@ -66,7 +66,7 @@ def main() -> None:
     import ray
     from ray.cluster_utils import Cluster
 
-    from cli.executors import LocalExecutor, RayExecutor
+    from ftmed.executors import LocalExecutor, RayExecutor
     from ftmed_core.synth import write_synthetic
 
     work = Path(tempfile.mkdtemp(prefix="ftmed-ray-bench-"))

@@ -9,16 +9,6 @@ from ftmed_core.config import ExperimentConfig, optimizer_config, parse_hidden, 
 from ftmed_core.errors import ConfigError
 
 
-def parse_int_list(text: str, what: str) -> list[int]:
-    try:
-        values = [int(p) for p in text.replace(" ", "").split(",") if p]
-    except ValueError:
-        raise ConfigError(f"{what} must be comma-separated integers like 0,1,2, got {text!r}") from None
-    if not values:
-        raise ConfigError(f"{what} must list at least one value, got {text!r}")
-    return values
-
-
 def apply_overrides(
     config: ExperimentConfig,
     *,

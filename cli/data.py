@@ -7,6 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from ftmed.console import progress_bar
+
 from cli.options import DataDirOpt, DatasetOpt, SizeOpt
 
 app = typer.Typer(help="Inspect, download or synthesise MedMNIST data files.", no_args_is_help=True)
@@ -42,20 +44,6 @@ def info(dataset: DatasetOpt = None, size: SizeOpt = None, data_dir: DataDirOpt 
         typer.echo(f"status    ok, MD5 verified ({sizes})")
     else:
         typer.echo(f"status    valid MedMNIST format but MD5 {raw.md5} differs from the published one ({sizes})")
-
-
-def progress_bar(description: str):
-    """A rich progress callback `(done, total)` and the Progress context it lives in."""
-    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
-
-    progress = Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                        TransferSpeedColumn(), transient=True)
-    task = progress.add_task(description, total=None)
-
-    def update(done: int, total: int | None) -> None:
-        progress.update(task, completed=done, total=total)
-
-    return progress, update
 
 
 @app.command()

@@ -57,7 +57,7 @@ def train(
 ) -> None:
     """Train one configuration and print test accuracy, AUC, loss, training time and the run directory."""
     import ftmed
-    from cli.data import progress_bar
+    from ftmed.console import progress_bar
     from ftmed_core.config import RuntimeConfig
     from ftmed_core.data import ensure_data, load_npz, prepare
     from ftmed_core.variants import get_variant

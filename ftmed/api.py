@@ -230,7 +230,7 @@ def _notebook_grid_bar(todo: list, runs_dir: Path):
 
 def _as_list(value, what: str, cast=str) -> list:
     if isinstance(value, str):
-        from cli.build import parse_int_list
+        from ftmed.console import parse_int_list
 
         return parse_int_list(value, what) if cast is int else [v.strip() for v in value.split(",") if v.strip()]
     if isinstance(value, int):
@@ -295,9 +295,9 @@ def compare(
         >>> comparison.table
         >>> comparison.figures()["accuracy_bars"]
     """
-    from cli.compare import default_jobs, plan, read_planned, run_study
-    from cli.data import progress_bar
-    from cli.executors import make_executor
+    from ftmed.grid import default_jobs, plan, read_planned, run_study
+    from ftmed.console import progress_bar
+    from ftmed.executors import make_executor
     from ftmed_core.config import MAX_SEED
     from ftmed_core.data import ensure_data, load_npz, prepare
     from ftmed_core.frameworks import parse_frameworks

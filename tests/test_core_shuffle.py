@@ -67,7 +67,7 @@ def test_old_records_with_a_bool_still_load():
 
 def test_cli_shuffle_option_on_train_and_compare(tmp_path):
     from cli.build import apply_overrides
-    from cli.compare import plan
+    from ftmed.grid import plan
     from cli.main import app
 
     config = apply_overrides(VARIANTS["baseline"].config, shuffle="fixed")

@@ -302,7 +302,7 @@ def test_cuda_graph_run_is_bitwise_repeatable(synth_dir, data, tmp_path):
 
 
 def test_compare_runs_several_jobs_by_default_only_on_one_gpu(monkeypatch):
-    from cli.compare import GPU_JOBS, default_jobs
+    from ftmed.grid import GPU_JOBS, default_jobs
 
     assert default_jobs("cpu", 1) == 1
     assert default_jobs("gpu", 1) == GPU_JOBS > 1

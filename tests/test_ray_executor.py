@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from cli.executors import DATA_CACHE
+from ftmed.executors import DATA_CACHE
 from cli.main import app
 from ftmed_core.data import file_md5
 from ftmed_core.records import list_records
@@ -107,7 +107,7 @@ def _descendant_pids_titled(prefix: bytes) -> list[int]:
 
 def _kill_first_task(killed: list, stop: threading.Event) -> None:
     """SIGKILL the first Ray worker that starts training a run (its title is ray::ftmed_run)."""
-    from cli.executors import TASK_NAME
+    from ftmed.executors import TASK_NAME
 
     while not stop.is_set():
         pids = _descendant_pids_titled(f"ray::{TASK_NAME}".encode())
@@ -190,7 +190,7 @@ def test_a_run_asking_for_more_than_any_node_has_is_one_line(cluster, tiny_synth
 def test_the_data_file_arrives_md5_checked_through_the_object_store(cluster, tmp_path):
     import ray
 
-    from cli.executors import materialize_data
+    from ftmed.executors import materialize_data
     from ftmed_core.errors import DataError
 
     payload = np.random.default_rng(0).integers(0, 256, size=3 << 20, dtype=np.uint8).tobytes()

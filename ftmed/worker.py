@@ -1,4 +1,4 @@
-"""One run in its own process: `python -m cli.worker JOB_JSON`, started by `ftmed compare`.
+"""One run in its own process: `python -m ftmed.worker JOB_JSON`, started by `ftmed compare`.
 
 Each framework trains in a fresh process so that TensorFlow and torch never share threads, memory or a
 GPU, and each run is timed on its own. The thread budget arrives in the job and is set in the environment
@@ -16,7 +16,7 @@ import os
 import sys
 
 
-BUSY_EXIT = 75  # the run is claimed by another process (EX_TEMPFAIL); cli.compare.BUSY_EXIT
+BUSY_EXIT = 75  # the run is claimed by another process (EX_TEMPFAIL); ftmed.grid imports it
 
 
 def main(argv: list[str]) -> int:

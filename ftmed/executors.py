@@ -9,10 +9,10 @@ the executor only decides where each run trains. The interface (`Executor`):
   describe(threads)        one line for the plan summary
   run(todo, ...)           train every job, showing an overall bar with ETA and per-run epoch bars
 
-`LocalExecutor` is today's subprocess pool (`cli.compare.run_all`). `RayExecutor` submits every run as one
+`LocalExecutor` is today's subprocess pool (`ftmed.grid.run_all`). `RayExecutor` submits every run as one
 Ray task, collects events and results as they come, and writes each result into the runs folder itself:
 
-- a task is a fresh Ray worker process (`max_calls=1`) that runs `cli.worker.main`, the very code a local
+- a task is a fresh Ray worker process (`max_calls=1`) that runs `ftmed.worker.main`, the very code a local
   run executes, so TF and torch state never leaks between runs and both executors compute the same bits;
 - resources are declared per task from the runtime: `num_cpus` = threads per run, `num_gpus` = devices when
   the run uses GPUs (the task then sees only the GPUs Ray gave it, and none otherwise);
@@ -72,7 +72,7 @@ def make_executor(name: str, address: str | None, jobs: int) -> Executor:
 
 
 class LocalExecutor:
-    """`jobs` worker processes side by side on this machine (cli.compare.run_all)."""
+    """`jobs` worker processes side by side on this machine (ftmed.grid.run_all)."""
 
     def __init__(self, jobs: int):
         self.jobs = jobs
@@ -84,7 +84,7 @@ class LocalExecutor:
         return f"{self.jobs} at a time, {threads} thread(s) each"
 
     def run(self, todo, runtime, source, runs_dir, data_path=None) -> list:
-        from cli.compare import run_all
+        from ftmed.grid import run_all
 
         return run_all(todo, runtime, source, runs_dir, self.jobs)
 
@@ -129,7 +129,7 @@ class RayExecutor:
         ray = import_ray()
         from rich.console import Console
 
-        from cli.compare import _report_done
+        from ftmed.grid import _report_done
         from ftmed_core.locks import run_lock_path, try_claim
 
         claims, busy = {}, []
@@ -354,7 +354,7 @@ def _ray_task(spec: dict, data: dict, box) -> dict:
             data_dir = materialize_data(data)
             job = {"framework": spec["framework"], "config": {**spec["config"], "data_dir": str(data_dir)},
                    "runtime": spec["runtime"], "runs_dir": str(work / "runs")}
-            from cli import worker
+            from ftmed import worker
 
             worker.main([json.dumps(job)])
         except Exception as exc:  # the run never produced a record: say why

@@ -1,0 +1,263 @@
+"""The grid runner behind `ftmed compare` and `ftmed.compare`: plan the variants x frameworks x seeds jobs,
+run the missing ones through an executor (`ftmed.executors`: worker processes here, or Ray tasks), each run
+in its own process (`python -m ftmed.worker`). Resumable: finished runs are skipped, and a run interrupted or
+killed mid-training resumes from its last finished epoch. Several studies may share one runs folder (see
+`run_study`).
+
+Layering: this is the API's layer (it imports the core at module level, the frameworks never: they run in
+the worker processes); the CLI imports it, never the other way round.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+from ftmed.worker import BUSY_EXIT  # the worker's exit code for a run another process has claimed
+
+if TYPE_CHECKING:
+    from ftmed_core.config import ExperimentConfig
+    from ftmed_core.variants import Variant
+
+
+def _echo(text: str, err: bool = False) -> None:
+    print(text, file=sys.stderr if err else sys.stdout, flush=True)
+
+
+# Runs side by side on one GPU when --jobs is not given: the study's runs are launch-bound, so several
+# processes keep one GPU busy (benchmarks/gpu_speed.py and scripts/gpu_check.sh measure it); on CPU, 1.
+GPU_JOBS = 4
+
+
+def default_jobs(accelerator: str, devices: int) -> int:
+    """--jobs when not given: GPU_JOBS for one-GPU runs on a CUDA machine, else 1 (as before)."""
+    if devices != 1 or accelerator not in ("gpu", "auto"):
+        return 1
+    if accelerator == "auto":
+        # Probe CUDA only where torch is loaded already or an NVIDIA driver is present, so that a CPU-only
+        # host never imports torch here.
+        if "torch" not in sys.modules and not any(os.path.exists(p) for p in ("/dev/nvidiactl", "/dev/dxg")):
+            return 1
+        import torch
+
+        if not torch.cuda.is_available():
+            return 1
+    return GPU_JOBS
+
+
+@dataclass
+class Job:
+    framework: str
+    config: ExperimentConfig
+    run_key: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.config.name} / {self.framework} / seed {self.config.seed}"
+
+
+def plan(variants: Sequence[Variant], frameworks: Sequence[str], seeds: Sequence[int], *, data_md5: str,
+         precision: str, epochs: int | None = None, dataset: str | None = None, size: int | None = None,
+         data_dir: str | Path | None = None, shuffle: str | None = None) -> list[Job]:
+    """One Job per variant x seed x framework, in that order; `epochs`, `dataset`, `size` and `shuffle`
+    replace the variant's value when given, and the run key names `data_md5` and `precision`."""
+    from ftmed_core.records import run_key
+
+    jobs = []
+    for variant in variants:
+        for seed in seeds:
+            for framework in frameworks:
+                config = replace(variant.config, seed=seed, data_dir=str(data_dir) if data_dir else None,
+                                 **{k: v for k, v in (("epochs", epochs), ("dataset", dataset), ("size", size),
+                                                      ("shuffle", shuffle))
+                                    if v is not None})
+                jobs.append(Job(framework, config, run_key(framework, config, data_md5, precision)))
+    return jobs
+
+
+def record_crash(job: Job, runtime, data_source: dict, runs_dir: Path, error: str) -> None:
+    """The worker died without writing a record (killed, out of memory): record the run as failed.
+
+    Only under the run's claim, and only where no record exists: a run another process has claimed (or
+    finished) meanwhile is left to it.
+    """
+    from ftmed_core.locks import run_lock_path, try_claim
+    from ftmed_core.records import RecordDamaged, new_record, read_record, write_record
+
+    run_dir = runs_dir / job.run_key
+    claimed = try_claim(run_lock_path(run_dir))
+    if claimed is None:
+        return
+    with claimed:
+        try:
+            if read_record(run_dir) is not None:
+                return
+        except RecordDamaged:
+            return  # the next compare moves it aside and redoes it
+        record = new_record(job.framework, job.config, runtime, data_source)
+        record.status, record.error, record.finished_at = "failed", error, time.time()
+        write_record(run_dir, record)
+
+
+def run_study(planned: list[Job], runtime, source: dict, runs_dir: Path, pool, label: str, per_job: int,
+              data_path: Path | None = None) -> None:
+    """Train every planned run that no process has finished, skipping runs another process is training.
+
+    `pool` is the executor (ftmed/executors.py: local worker processes or Ray tasks); its `run` returns the
+    jobs it found claimed by another process.
+
+    Several studies may share a runs folder: each run is claimed by one process (`ftmed_core.locks`).
+    Runs in flight elsewhere are skipped, then waited for once this study's own runs are done; if their
+    owner died meanwhile (the kernel drops its claim), they are trained here. A failed run is retried
+    once per `compare`, as before; a run another process failed while we waited is accepted as failed.
+    Damaged runs are moved aside (`<run>.damaged-<time>`) with one line each, and trained again.
+    """
+    from ftmed_core.locks import claim, holder, run_lock_path
+    from ftmed_core.runner import triage_runs
+
+    by_key = {job.run_key: job for job in planned}
+    candidates, first = list(by_key), True
+    while candidates:
+        state = triage_runs(runs_dir, candidates)
+        for line in state.damaged:
+            _echo(line, err=True)
+        retry = set(state.missing + (state.failed if first else []))
+        retry = [key for key in candidates if key in retry]  # in the planned order
+        if first:
+            done = len(planned) - len(retry) - len(state.in_flight)
+            busy_text = f", {len(state.in_flight)} being trained by another process" if state.in_flight else ""
+            _echo(f"{len(planned)} runs planned on {label} ({done} already finished{busy_text}); "
+                       f"{pool.describe(per_job)}")
+        busy = pool.run([by_key[k] for k in retry], runtime, source, runs_dir, data_path) or []
+        waiting = state.in_flight + [job.run_key for job in busy]
+        for key in waiting:
+            lock = run_lock_path(runs_dir / key)
+            _echo(f"waiting for {by_key[key].label}, trained by {holder(lock) or 'another process'}", err=True)
+            claim(lock, stamp=False).release()  # returns once the owner is done (or dead)
+        candidates, first = waiting, False
+
+
+def read_planned(planned: list[Job], runs_dir: Path) -> list:
+    """The planned runs' records; a run damaged since it was trained is left out with one line."""
+    from ftmed_core.records import RecordDamaged, read_record
+
+    records = []
+    for job in planned:
+        try:
+            record = read_record(runs_dir / job.run_key)
+        except RecordDamaged as exc:
+            _echo(f"left out of the report: {exc}", err=True)
+            continue
+        if record is not None:
+            records.append(record)
+    return records
+
+
+
+
+def run_all(todo: list[Job], runtime, source: dict, runs_dir: Path, jobs: int) -> list[Job]:
+    """Run `todo` in worker processes, `jobs` at a time, with an overall bar and per-run epoch bars.
+
+    Returns the jobs a worker found claimed by another process (not trained here, no record written).
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    console = Console(stderr=True)
+    interactive = console.is_terminal
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeRemainingColumn(), console=console, disable=not interactive)
+    pending = list(todo)
+    busy: list[Job] = []
+    active: dict = {}  # Popen -> (job, task id)
+    with progress:
+        overall = progress.add_task("runs", total=len(todo))
+        try:
+            while pending or active:
+                while pending and len(active) < jobs:
+                    job = pending.pop(0)
+                    spec = {"framework": job.framework, "config": job.config.to_dict(),
+                            "runtime": runtime.to_dict(), "runs_dir": str(runs_dir)}
+                    # stderr goes to a file, not a pipe: a chatty run must never block on a full pipe.
+                    log_path = runs_dir / "logs" / f"{job.run_key}.log"
+                    log_path.parent.mkdir(exist_ok=True)
+                    with open(log_path, "w") as log:
+                        proc = subprocess.Popen([sys.executable, "-m", "ftmed.worker", json.dumps(spec)],
+                                                stdout=subprocess.PIPE, stderr=log, text=True, bufsize=1)
+                    os.set_blocking(proc.stdout.fileno(), False)
+                    task = progress.add_task(f"  {job.label}", total=job.config.epochs)
+                    active[proc] = (job, task, [], log_path, {})
+                time.sleep(0.2)
+                for proc in list(active):
+                    job, task, buffer, log_path, done = active[proc]
+                    for line in _read_lines(proc, buffer):
+                        try:
+                            event = json.loads(line)
+                        except ValueError:
+                            continue
+                        if event.get("event") == "epoch":
+                            progress.update(task, completed=event["epoch"])
+                        elif event.get("event") == "done":
+                            done.update(event)
+                    if proc.poll() is None:
+                        continue
+                    del active[proc]
+                    progress.remove_task(task)
+                    progress.advance(overall)
+                    if proc.returncode == BUSY_EXIT:
+                        busy.append(job)
+                        console.print(f"skipped {job.label}: another process is training it", highlight=False)
+                        continue
+                    if proc.returncode != 0:
+                        tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
+                        record_crash(job, runtime, source, runs_dir,
+                                     f"worker process died (exit code {proc.returncode}): {tail[0]} "
+                                     f"(log: {log_path})")
+                    _report_done(console, job, runs_dir, bool(done.get("reused")))
+        except KeyboardInterrupt:
+            for proc in active:
+                proc.terminate()
+            for proc in active:
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+            raise
+    return busy
+
+
+def _read_lines(proc, buffer: list) -> list[str]:
+    try:
+        chunk = proc.stdout.read()
+    except (BlockingIOError, TypeError):
+        chunk = None
+    if not chunk:
+        return []
+    buffer.append(chunk)
+    text = "".join(buffer)
+    lines = text.split("\n")
+    buffer[:] = [lines[-1]]
+    return [line for line in lines[:-1] if line.strip()]
+
+
+def _report_done(console, job: Job, runs_dir: Path, reused: bool = False) -> None:
+    from ftmed_core.records import RecordDamaged, read_record
+
+    try:
+        record = read_record(runs_dir / job.run_key)
+    except RecordDamaged as exc:
+        console.print(f"FAILED {job.label}: {exc}", highlight=False)
+        return
+    if record is not None and record.finished and reused:
+        console.print(f"reused {job.label}: finished by another process meanwhile", highlight=False)
+    elif record is not None and record.finished:
+        console.print(f"done   {job.label}: test acc {100 * record.test['accuracy']:.2f} %, "
+                      f"{record.training_seconds:.1f} s", highlight=False)
+    else:
+        console.print(f"FAILED {job.label}: {record.error if record else 'no record written'}", highlight=False)
