@@ -95,3 +95,19 @@ def test_compare_rejects_bad_input_before_training(tmp_path):
     with pytest.raises(ftmed.ConfigError, match="seeds must be comma-separated integers"):
         ftmed.compare(seeds="a,b", runs_dir=tmp_path)
     assert not any(tmp_path.iterdir())
+
+
+def test_no_package_below_the_cli_imports_it():
+    """The layering is a star: ftmed_core <- adapters <- (ftmed API, ftmed_parity) <- cli. An import of `cli`
+    anywhere below it (even inside a function) would make a cycle."""
+    import ast
+
+    root = Path(__file__).resolve().parents[1]
+    offenders = []
+    for package in ("ftmed", "ftmed_core", "ftmed_parity", "lightning_ft", "keras_ref"):
+        for path in sorted((root / package).glob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                         else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+                offenders += [f"{path.relative_to(root)}: {n}" for n in names if n == "cli" or n.startswith("cli.")]
+    assert offenders == []
