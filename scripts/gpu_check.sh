@@ -20,6 +20,8 @@
 #   7. a small `compare --frameworks lightning --accelerator gpu`
 #   8. keras_ref on the JAX backend: `train -f keras[jax] --accelerator gpu`, 1 epoch on the 5 % file
 #      (skipped, with the reason, where jax is absent, or keras is absent and gpu_wheels/ has no keras)
+#   9. large images: a 224 px synthetic file (5 % scale), `compare --size 224 --accelerator gpu`, 2 runs x 2
+#      epochs: s/epoch per run, training path, and the card's peak memory in use (nvidia-smi)
 #
 # A dry run of the plumbing on a CPU machine (small, not a measurement):
 #   FTMED_CHECK_ACCELERATOR=cpu FTMED_CHECK_SCALE=0.02 FTMED_CHECK_EPOCHS=1 FTMED_CHECK_SEEDS=0 \
@@ -204,6 +206,35 @@ EOF2
 }
 export -f keras_jax
 stage "8 keras[jax]" 60 keras_jax
+
+# -- 9. large images on the GPU: a 224 px grid ----------------------------------------------------------
+large_images() {
+  local scale=${FTMED_CHECK_224_SCALE:-0.05}
+  [ -f "$DATA/224/pathmnist_224.npz" ] || "$PY" -m cli.main data synth --size 224 --scale "$scale" \
+    --out "$DATA/224" || return 1
+  local mem=$OUT/gpu_memory_224.txt sampler=""
+  if command -v nvidia-smi >/dev/null; then
+    (while :; do nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits; sleep 0.5; done) > "$mem" 2>/dev/null &
+    sampler=$!
+  fi
+  "$PY" -m cli.main compare --size 224 --frameworks lightning --accelerator "$ACCEL" \
+    --variants baseline,sgd-momentum --seeds 0 --epochs 2 --data-dir "$DATA/224" --runs-dir "$RUNS/compare_224"
+  local rc=$?
+  if [ -n "$sampler" ]; then
+    kill "$sampler" 2>/dev/null
+    echo "peak GPU memory in use during the 224 px compare (nvidia-smi, whole card, MiB): $(sort -n "$mem" | tail -1)"
+  fi
+  "$PY" - "$RUNS/compare_224" <<'EOF3'
+import glob, json, sys
+for path in sorted(glob.glob(f"{sys.argv[1]}/*/record.json")):
+    r = json.load(open(path))
+    print(f"224 px {r['config']['name']}: {r['status']}, epoch_seconds {r['history'].get('epoch_seconds')}, "
+          f"path {r['environment'].get('training_path')}")
+EOF3
+  return $rc
+}
+export -f large_images
+stage "9 224 px compare" 120 large_images
 
 # The small outputs of the runs (records, tables, logs) go back with $OUT; checkpoints stay in $RUNS.
 (cd "$RUNS" 2>/dev/null && find . \( -name record.json -o -name 'comparison.*' -o -name '*.log' \) -size -2M \
