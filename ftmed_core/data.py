@@ -24,6 +24,7 @@ from typing import Callable
 import numpy as np
 
 from ftmed_core.errors import DataError
+from ftmed_core.npy_cache import fsync_dir
 from ftmed_core.medmnist_info import DatasetInfo, dataset_info, npz_filename
 
 DATA_DIR_ENV = "FTMED_DATA_DIR"
@@ -108,20 +109,8 @@ def download(
             f"{manual_download_hint(info, size, path)}"
         )
     os.replace(part, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return path
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename in `folder` durable (where the platform allows opening a directory)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def ensure_data(

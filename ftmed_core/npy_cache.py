@@ -121,7 +121,8 @@ def _copy_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, header: tuple, targ
         return out.tell()
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in `folder` durable (where the platform allows opening a directory)."""
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:  # not every platform can open a directory
@@ -194,14 +195,14 @@ def _build(npz: Path, md5: str, root: Path) -> Path:
             out.write(json.dumps(manifest, indent=1))
             out.flush()
             os.fsync(out.fileno())
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         try:
             os.rename(tmp, final)
         except OSError:
             if _valid_cache(final) is None:  # not a concurrent build that won the race: a damaged one
                 shutil.rmtree(final, ignore_errors=True)
                 os.rename(tmp, final)
-        _fsync_dir(root)
+        fsync_dir(root)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

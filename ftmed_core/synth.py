@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import zipfile
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import numpy as np
 from ftmed_core.data import SYNTHETIC_KEY, data_path
 from ftmed_core.errors import DataError
 from ftmed_core.medmnist_info import dataset_info
+from ftmed_core.records import atomic_write
 
 
 def split_sizes(dataset: str, scale: float) -> dict:
@@ -116,24 +116,19 @@ def write_synthetic(out_dir: str | Path, dataset: str = "pathmnist", size: int =
         raise DataError(f"{path} already exists; pass --overwrite to replace it")
     members = _members(dataset, size, scale, seed, **kwargs)  # validates the arguments before any writing
     first = next(members)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    def write(handle) -> None:
+        with zipfile.ZipFile(handle, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+            for key, shape, dtype, chunks in itertools.chain([first], members):
+                with archive.open(f"{key}.npy", "w", force_zip64=True) as member:
+                    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+                              "fortran_order": False, "shape": tuple(shape)}
+                    np.lib.format.write_array_header_1_0(member, header)
+                    for chunk in chunks:
+                        member.write(np.ascontiguousarray(chunk).tobytes())
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as handle:
-            with zipfile.ZipFile(handle, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
-                for key, shape, dtype, chunks in itertools.chain([first], members):
-                    with archive.open(f"{key}.npy", "w", force_zip64=True) as member:
-                        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
-                                  "fortran_order": False, "shape": tuple(shape)}
-                        np.lib.format.write_array_header_1_0(member, header)
-                        for chunk in chunks:
-                            member.write(np.ascontiguousarray(chunk).tobytes())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        atomic_write(path, write)
     except OSError as exc:
         raise DataError(f"cannot write {path}: {exc.strerror or exc}") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
