@@ -163,7 +163,10 @@ def sample_data(n_rows: int = 64, seed: int = 0) -> tuple[np.ndarray, np.ndarray
 
 
 def one_hot(labels: np.ndarray, n_classes: int = N_CLASSES) -> np.ndarray:
-    return np.eye(n_classes, dtype=np.float32)[labels]
+    """The core's one-hot labels (`ftmed_core.data.one_hot`) with the suite's class count as default."""
+    from ftmed_core.data import one_hot as core_one_hot
+
+    return core_one_hot(labels, n_classes)
 
 
 def max_diff(a: Iterable[np.ndarray], b: Iterable[np.ndarray]) -> float:
