@@ -10,7 +10,8 @@ and replayed, so a block costs one graph launch.
 What stays the same as the plain path (`MLPSystem` with automatic optimization):
 - the batch order: the core's `epoch_permutation` / `batch_bounds`; each step gathers its rows on the
   device from the device-resident split (`index_select` with the epoch's permutation); a uint8 split is
-  converted per batch with `x.float() / 255` (= the core's float32 division);
+  converted per batch by the plain path's `to_unit_float` (true float32 division on every device; a
+  division by a Python number would run as a multiply by the reciprocal on CUDA and round differently);
 - the step: grads set to None, forward, `keras_loss`, backward, the optimizer's own `step()`;
 - the epoch metrics: the same float64 running sums (loss * rows, correct, rows) in the same order, read
   once per epoch by `MLPSystem._reduced`; the finite-loss check once per epoch from that sum;
@@ -23,8 +24,9 @@ inside the block; Keras-exact Adam reads its per-step `alpha` from a device tabl
 with `keras_adam_alpha` (the host formula, so the values are bitwise the host path's). The host keeps the
 optimizer's `step` count (it knows how many steps it dispatched) so checkpoints and resume are unchanged.
 
-Capturable optimizers (CUDA graphs): Keras-exact sgd, rmsprop, adagrad, adadelta, lion (no step-dependent
-scalar), adam/adamw (the alpha table, fused kernel); torch.optim SGD and fused Adam/AdamW. Others
+Capturable optimizers (CUDA graphs): each Keras-exact rule says so itself (`KerasOptimizer.capturable`):
+sgd, rmsprop, adagrad, adadelta, lion (no step-dependent scalar), adam/adamw (the alpha table, fused
+kernel); torch.optim SGD and fused Adam/AdamW. Others
 (Keras adamax, nadam: step-dependent host scalars) run their blocks eagerly. DDP, `16-mixed` (needs a
 GradScaler) and `devices > 1` use the plain path; bf16-mixed runs blocks eagerly (autocast + graphs are
 not worth the risk at this size).
@@ -43,7 +45,7 @@ from ftmed_core.config import ExperimentConfig, RuntimeConfig
 from ftmed_core.data import ExperimentData
 from ftmed_core.errors import ConfigError
 from ftmed_core.protocol import epoch_permutation, steps_per_epoch
-from lightning_ft.datamodule import DeviceSplit, MedMNISTDataModule
+from lightning_ft.datamodule import DeviceSplit, MedMNISTDataModule, to_unit_float
 from lightning_ft.losses import correct_count, keras_loss
 from lightning_ft.optimizers import KerasAdam, KerasOptimizer, keras_adam_alpha
 from lightning_ft.system import MLPSystem
@@ -53,9 +55,6 @@ from lightning_ft.system import MLPSystem
 # CPU: 1 (the plain path); benchmarks/gpu_speed.py measures the block path on CPU too.
 AUTO_STEPS_CUDA = 32
 AUTO_STEPS_CPU = 1
-
-_CAPTURABLE_KERAS = ("KerasSGD", "KerasRMSprop", "KerasAdagrad", "KerasAdadelta", "KerasLion", "KerasAdam")
-
 
 @dataclass(frozen=True)
 class FastPlan:
@@ -101,14 +100,19 @@ def plan_fast_path(runtime: RuntimeConfig, cuda: bool, world_size: int) -> FastP
 
 
 def describe(plan: FastPlan, runner: "BlockRunner | None") -> str:
-    """What ran, for the run record: 'plain', 'blocks of 32 steps', 'blocks of 32 steps, CUDA graphs'."""
+    """What ran, for the run record: 'plain', 'blocks of 32 steps', 'blocks of 32 steps, CUDA graphs'
+    (only where at least one block was replayed from a graph)."""
     if not plan.enabled:
         return "plain (1 step per training_step)"
     text = f"blocks of {plan.steps} steps"
-    if runner is not None and runner.graphs:
-        return text + ", CUDA graphs"
-    if runner is not None and runner.capture_error:
+    if runner is None:
+        return text
+    if runner.capture_error:
         return text + f" (CUDA graph capture failed, ran eagerly: {runner.capture_error})"
+    if runner.replays:
+        return text + ", CUDA graphs"
+    if runner.graphs:  # graphs allowed, but no full block came after the eager warm-up block
+        return text + " (eager: no full block after the warm-up to replay from a CUDA graph)"
     return text
 
 
@@ -195,23 +199,20 @@ class FastDataModule(MedMNISTDataModule):
 
 
 def as_features(x: torch.Tensor) -> torch.Tensor:
-    """A gathered batch as float32 (rows, features): uint8 pixels become x.float() / 255 (the core's
-    float32 division), images are flattened; float32 rows pass through untouched."""
+    """A gathered batch as float32 (rows, features): images are flattened, then converted by the plain
+    path's `to_unit_float` (uint8 -> true float32 division by 255 on x's device, bitwise the core's
+    `x / 255`; float32 rows pass through), so both paths see bitwise the same inputs on every device."""
     if x.dim() > 2:
         x = x.reshape(x.shape[0], -1)
-    if x.dtype == torch.uint8:
-        return x.float() / 255
-    return x
+    return to_unit_float(x)
 
 
 # ------------------------------------------------------------------------------------------------ steps
 
 def capturable(optimizer: torch.optim.Optimizer) -> bool:
     """Whether `optimizer.step()` can be captured in a CUDA graph (see the module docstring)."""
-    name = type(optimizer).__name__
     if isinstance(optimizer, KerasOptimizer):
-        return name in _CAPTURABLE_KERAS and (not isinstance(optimizer, KerasAdam)
-                                              or (optimizer.fused and len(optimizer.param_groups) == 1))
+        return optimizer.capturable()  # the rule states it (`KerasOptimizer.CAPTURABLE`)
     if isinstance(optimizer, torch.optim.SGD):
         return True
     if isinstance(optimizer, (torch.optim.Adam, torch.optim.AdamW)):
@@ -230,14 +231,17 @@ class AdamAlphas:
         self.table: torch.Tensor | None = None
         self.device = device
 
-    def fill(self, first_step: int, n_steps: int) -> None:
-        """alpha for steps first_step + 1 ... first_step + n_steps (1-based, as Keras counts)."""
+    def fill(self, first_step: int, n_steps: int) -> bool:
+        """alpha for steps first_step + 1 ... first_step + n_steps (1-based, as Keras counts). Returns True
+        when the table had to be reallocated (graphs that read the old one are then stale)."""
         g = self.group
         values = np.array([keras_adam_alpha(g["lr"], g["beta_1"], g["beta_2"], first_step + 1 + i)
                            for i in range(n_steps)], dtype=np.float32)
-        if self.table is None or len(self.table) != n_steps:
+        reallocated = self.table is None or len(self.table) != n_steps
+        if reallocated:
             self.table = torch.empty(n_steps, dtype=torch.float32, device=self.device)
         self.table.copy_(torch.from_numpy(values))
+        return reallocated
 
     def before_step(self) -> None:
         self.optimizer.alpha_override = self.table.index_select(0, self.index).squeeze(0)
@@ -274,7 +278,11 @@ class BlockRunner:
             for group in optimizer.param_groups:
                 if "capturable" in group:  # torch.optim Adam/AdamW (fused): state steps are on the device
                     group["capturable"] = True
+        # Captured graphs by (steps, batch size); valid only while the static buffers they read (the split,
+        # the permutation buffer, Adam's alpha table) keep their addresses: cleared when one is replaced.
         self._graphs: dict[tuple[int, int], torch.cuda.CUDAGraph] = {}
+        self._split_ptrs: tuple[int, int] | None = None
+        self.replays = 0  # blocks replayed from a graph (what `describe` reports)
         self._stream = None  # the warm-up and capture stream
         self._warmed_up = False
 
@@ -323,11 +331,16 @@ class BlockRunner:
         if block.perm is not self._perm_source:
             if self.perm is None or self.perm.shape != block.perm.shape:
                 self.perm = torch.empty_like(block.perm)
+                self._graphs.clear()  # captured graphs read the old buffer's address
             self.perm.copy_(block.perm)
             self._perm_source = block.perm
             if self.alphas is not None:
                 host_step = self.alphas.group["step"]
-                self.alphas.fill(host_step - block.step_in_epoch, block.epoch_steps)
+                if self.alphas.fill(host_step - block.step_in_epoch, block.epoch_steps):
+                    self._graphs.clear()
+        if (block.x.data_ptr(), block.y.data_ptr()) != self._split_ptrs:
+            self._graphs.clear()  # a new split tensor (a new setup): graphs would gather from the old one
+            self._split_ptrs = (block.x.data_ptr(), block.y.data_ptr())
         self.pos.fill_(block.first_row)
         if self.alphas is not None:
             self.alphas.index.fill_(block.step_in_epoch)
@@ -335,6 +348,7 @@ class BlockRunner:
         graph = self._graph(block) if self.graphs and block.full and self._warmed_up else None
         if graph is not None:
             graph.replay()
+            self.replays += 1
         elif self.graphs and not self._warmed_up:
             self._warm_up(block)
         else:
@@ -364,10 +378,14 @@ class BlockRunner:
             p.grad = None  # the graph allocates its gradients from its own pool
         graph = torch.cuda.CUDAGraph()
         host = self._host_steps()
+        stream = torch.cuda.current_stream(self.device)
         try:
             with torch.cuda.graph(graph, stream=self._stream):
                 self.steps(block.x, block.y, block.n_steps, block.batch_size)
         except Exception as exc:
+            # torch.cuda.graph restores the caller's stream only on a clean exit: put it back, or every
+            # later kernel (the eager blocks, validation) would run on the capture stream.
+            torch.cuda.set_stream(stream)
             if self.required:
                 raise
             self.capture_error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"

@@ -49,7 +49,18 @@ def _f32(value) -> float:
 
 
 class KerasOptimizer(torch.optim.Optimizer):
-    """Base: step counter per group, Keras's decoupled weight decay, and the float32 learning rate."""
+    """Base: step counter per group, Keras's decoupled weight decay, and the float32 learning rate.
+
+    `CAPTURABLE`: whether a rule's `step()` can be captured in a CUDA graph and replayed
+    (`lightning_ft.fast`): True only where the update reads no step-dependent host scalar, so the
+    captured constants stay right on every replay. A new rule states it here, in its class.
+    """
+
+    CAPTURABLE = False
+
+    def capturable(self) -> bool:
+        """Whether this optimizer's `step()` can be replayed from a CUDA graph as configured."""
+        return self.CAPTURABLE
 
     def __init__(self, params, defaults: dict):
         super().__init__(params, defaults)
@@ -99,6 +110,8 @@ def _foreach_sub_scaled(targets, values, scale: float) -> None:
 class KerasSGD(KerasOptimizer):
     """keras.optimizers.SGD: m = momentum*m - lr*g; w += m (nesterov: w += momentum*m - lr*g)."""
 
+    CAPTURABLE = True  # no step-dependent host scalar
+
     def __init__(self, params, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0):
         super().__init__(params, dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay))
 
@@ -136,6 +149,11 @@ class KerasAdam(KerasOptimizer):
         # `keras_adam_alpha`, read by the fused kernel on the device, so a step needs no host-side scalar
         # and can be replayed from a CUDA graph. None: alpha is computed on the host from the step count.
         self.alpha_override: torch.Tensor | None = None
+
+    def capturable(self) -> bool:
+        """Capturable through `alpha_override` (the step-dependent alpha read on the device), which needs
+        the fused kernel and one parameter group (one alpha table)."""
+        return self.fused and len(self.param_groups) == 1
 
     def _update(self, group, params, grads, lr, step):
         alpha = keras_adam_alpha(lr, group["beta_1"], group["beta_2"], step)
@@ -254,6 +272,8 @@ class KerasRMSprop(KerasOptimizer):
     """keras.optimizers.RMSprop (not centered): v = rho v + (1 - rho) g^2; inc = lr g / sqrt(v + eps);
     momentum > 0: mom = momentum * mom + inc, w -= mom; else w -= inc."""
 
+    CAPTURABLE = True  # no step-dependent host scalar
+
     def __init__(self, params, lr=1e-3, rho=0.9, momentum=0.0, epsilon=1e-7, weight_decay=0.0):
         super().__init__(params, dict(lr=lr, rho=rho, momentum=momentum, epsilon=epsilon, weight_decay=weight_decay))
 
@@ -275,6 +295,8 @@ class KerasRMSprop(KerasOptimizer):
 class KerasAdagrad(KerasOptimizer):
     """keras.optimizers.Adagrad: acc (starts at initial_accumulator_value) += g^2; w -= lr g / sqrt(acc + eps)."""
 
+    CAPTURABLE = True  # no step-dependent host scalar
+
     def __init__(self, params, lr=1e-3, initial_accumulator_value=0.1, epsilon=1e-7, weight_decay=0.0):
         super().__init__(params, dict(lr=lr, initial_accumulator_value=initial_accumulator_value,
                                       epsilon=epsilon, weight_decay=weight_decay))
@@ -290,6 +312,8 @@ class KerasAdagrad(KerasOptimizer):
 class KerasAdadelta(KerasOptimizer):
     """keras.optimizers.Adadelta: ag = rho ag + (1 - rho) g^2; d = -sqrt(ad + eps) g / sqrt(ag + eps);
     ad = rho ad + (1 - rho) d^2; w += lr d."""
+
+    CAPTURABLE = True  # no step-dependent host scalar
 
     def __init__(self, params, lr=1e-3, rho=0.95, epsilon=1e-7, weight_decay=0.0):
         super().__init__(params, dict(lr=lr, rho=rho, epsilon=epsilon, weight_decay=weight_decay))
@@ -313,6 +337,8 @@ class KerasAdadelta(KerasOptimizer):
 
 class KerasLion(KerasOptimizer):
     """keras.optimizers.Lion: w -= lr sign(b1 m + (1 - b1) g); then m = b2 m + (1 - b2) g."""
+
+    CAPTURABLE = True  # no step-dependent host scalar
 
     def __init__(self, params, lr=1e-3, beta_1=0.9, beta_2=0.99, weight_decay=0.0):
         super().__init__(params, dict(lr=lr, beta_1=beta_1, beta_2=beta_2, weight_decay=weight_decay))

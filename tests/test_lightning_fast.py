@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import lightning.pytorch as L
@@ -24,8 +25,8 @@ from ftmed_core.protocol import batch_bounds, epoch_permutation, initial_weights
 from ftmed_core.variants import get_variant
 from lightning_ft.datamodule import DeviceSplit, EpochBatches
 from lightning_ft.fast import (
-    AUTO_STEPS_CUDA, BlockBatches, BlockRunner, FastDataModule, FastMLPSystem, as_features, capturable,
-    epoch_blocks, plan_fast_path,
+    AUTO_STEPS_CUDA, Block, BlockBatches, BlockRunner, FastDataModule, FastMLPSystem, as_features, capturable,
+    describe, epoch_blocks, plan_fast_path,
 )
 from lightning_ft.model import build_mlp
 from lightning_ft.optimizers import build_optimizer
@@ -93,6 +94,44 @@ def test_uint8_rows_convert_exactly_as_the_core_does():
     assert torch.equal(as_features(torch.from_numpy(images)), torch.from_numpy(preprocess_images(images)))
     floats = torch.from_numpy(preprocess_images(images))
     assert as_features(floats) is floats
+
+
+class CudaScalarDivision(TorchFunctionMode):
+    """Emulates CUDA's division of a tensor by a host (Python) number: a multiply by the float32
+    reciprocal, which rounds differently from true division for 126 of the 256 uint8 values. A division by
+    a tensor keeps true division (on CUDA a 0-dim tensor on the device takes the true-division kernel)."""
+
+    def __init__(self):
+        super().__init__()
+        self.host_scalar_divisions = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        names = {"div", "div_", "true_divide", "__truediv__", "__itruediv__"}
+        if getattr(func, "__name__", "") in names and len(args) == 2 and isinstance(args[1], (int, float)) \
+                and torch.is_tensor(args[0]) and args[0].is_floating_point() and not kwargs.get("rounding_mode"):
+            self.host_scalar_divisions += 1
+            reciprocal = torch.tensor(1.0 / args[1], dtype=torch.float32).to(args[0].dtype)
+            if func.__name__ in ("div_", "__itruediv__"):
+                return args[0].mul_(reciprocal)
+            return args[0] * reciprocal
+        return func(*args, **kwargs)
+
+
+def test_uint8_conversion_is_true_division_even_where_cuda_rounds_host_scalars():
+    """The fast path's conversion must not divide by a Python number: on CUDA that is a multiply by the
+    reciprocal (1 ulp off for about half of the uint8 values), so the fast and the plain path would see
+    different inputs on a GPU. Under the emulation every uint8 value still converts exactly as the core."""
+    every = np.arange(256, dtype=np.uint8).reshape(4, 8, 8, 1)
+    expected = torch.from_numpy(preprocess_images(every))
+    emulation = CudaScalarDivision()
+    with emulation:
+        converted = as_features(torch.from_numpy(every))
+        naive = torch.from_numpy(every).reshape(4, -1).float() / 255  # what the emulation must catch
+    assert emulation.host_scalar_divisions == 1  # only the naive line divided by a host number
+    assert not torch.equal(naive, expected)
+    assert int((naive != expected).sum()) == 126
+    assert converted.numpy().tobytes() == expected.numpy().tobytes()
 
 
 def test_a_uint8_split_trains_exactly_like_the_preprocessed_float_split(synth_dir, data):
@@ -269,6 +308,55 @@ def test_which_optimizers_can_be_captured():
     assert not capturable(build_optimizer(params, optimizer_config("adamax")))
     assert capturable(build_optimizer(params, replace(optimizer_config("adam"), semantics="torch")))
     assert not capturable(build_optimizer(params, replace(optimizer_config("rmsprop"), semantics="torch")))
+
+
+def test_every_keras_rule_states_whether_it_is_capturable():
+    """Capturability is a property of the rule (a new rule states it in its class), not a list of names."""
+    from lightning_ft import optimizers as rules
+    classes = [c for c in vars(rules).values() if isinstance(c, type) and issubclass(c, rules.KerasOptimizer)
+               and c is not rules.KerasOptimizer]
+    assert {c.__name__ for c in classes if c.CAPTURABLE} == {
+        "KerasSGD", "KerasRMSprop", "KerasAdagrad", "KerasAdadelta", "KerasLion"}
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    assert not rules.KerasAdam(params, fused=False).capturable()  # alpha on the device needs the fused kernel
+
+
+def test_describe_names_cuda_graphs_only_where_a_block_was_replayed(synth_dir, data):
+    config = ExperimentConfig(data_dir=str(synth_dir))
+    model = build_mlp(config, data.input_dim, data.n_classes)
+    runner = BlockRunner(model, build_optimizer(model.parameters(), config.optimizer), config, torch.device("cpu"), None)
+    plan = plan_fast_path(runtime(4), cuda=False, world_size=1)
+    assert describe(plan, runner) == "blocks of 4 steps"
+    runner.graphs = True  # allowed, but nothing replayed (e.g. only the warm-up block ran)
+    assert "CUDA graphs" not in describe(plan, runner).split("(")[0] and "no full block" in describe(plan, runner)
+    runner.replays = 3
+    assert describe(plan, runner) == "blocks of 4 steps, CUDA graphs"
+    runner.capture_error = "RuntimeError: x"
+    assert "capture failed, ran eagerly" in describe(plan, runner)
+
+
+def test_graphs_are_dropped_when_a_buffer_they_read_is_replaced(synth_dir, data):
+    """Captured graphs read fixed addresses: a new split tensor or a reallocated permutation buffer must
+    drop them (on CPU the cache is empty in practice: a sentinel stands in for a captured graph)."""
+    config = ExperimentConfig(data_dir=str(synth_dir), batch_size=4)
+    model = build_mlp(config, data.input_dim, data.n_classes)
+    runner = BlockRunner(model, build_optimizer(model.parameters(), config.optimizer), config, torch.device("cpu"), None)
+    x = torch.from_numpy(np.ascontiguousarray(data.train.raw_rows(slice(0, 16))))
+    y = torch.from_numpy(np.ascontiguousarray(data.train.labels[:16]))
+
+    def block(x, y, perm):
+        return Block(x, y, perm, 0, 1, 4, 0, 4, True)
+
+    runner.run(block(x, y, torch.arange(16)))
+    runner._graphs[(1, 4)] = "captured"
+    runner.run(block(x, y, torch.arange(16)))  # a new epoch: same buffers, graphs kept
+    assert (1, 4) in runner._graphs
+    x2 = x.clone()
+    runner.run(block(x2, y, torch.arange(16)))  # a new split tensor
+    assert not runner._graphs
+    runner._graphs[(1, 4)] = "captured"
+    runner.run(block(x2, y, torch.arange(12)))  # same split, a permutation of another length: new buffer
+    assert not runner._graphs
 
 
 def test_forcing_graphs_for_an_uncapturable_optimizer_is_a_clear_error(synth_dir, data):
