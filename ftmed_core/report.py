@@ -526,7 +526,8 @@ def write_predictions(records: list[RunRecord], runs_dir: Path, out_dir: Path) -
         probabilities = load_probabilities(runs_dir / r.run_key)
         size = r.config["size"]
         flag = r.config["dataset"] + ("" if size == 28 else f"_{size}")
-        name = f"{flag}_test_[AUC]{r.test['auc']:.3f}_[ACC]{r.test['accuracy']:.3f}@{r.run_key}.csv"
+        auc = r.test.get("auc")  # None where the test split lacks a class (a tiny file): named "nan"
+        name = f"{flag}_test_[AUC]{float('nan') if auc is None else auc:.3f}_[ACC]{r.test['accuracy']:.3f}@{r.run_key}.csv"
         buffer = io.StringIO()
         for i, row in enumerate(probabilities):
             buffer.write(f"{i}," + ",".join(repr(float(v)) for v in row) + "\n")
