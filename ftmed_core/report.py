@@ -25,7 +25,8 @@ import numpy as np
 
 from ftmed_core.records import FRAMEWORKS, RunRecord, atomic_write_text, load_probabilities
 from ftmed_core.stats import (
-    holm, paired_difference, paired_power, seeds_needed, summarize, tost, tost_power, welch, welch_power,
+    ZERO_SPREAD, constant_text, holm, paired_difference, paired_power, seeds_needed, summarize, tost, tost_power,
+    welch, welch_power,
 )
 from ftmed_core.variants import VARIANTS
 
@@ -118,19 +119,29 @@ def _study_accuracy(experiment) -> float | None:
     return variant.study_accuracy if same.config_hash() == variant.config.config_hash() else None
 
 
-def _paired_accuracies(records: list[RunRecord], other: str = "keras") -> tuple[list, list, str]:
-    """Lightning and `other` (a Keras label) accuracies (%), paired by seed where both finished the same >= 2 seeds.
+NOT_COMPARABLE = "not comparable"
+
+
+def _paired_accuracies(records: list[RunRecord], other: str = "keras") -> tuple[list, list, str, str]:
+    """Lightning and `other` (a Keras label) accuracies (%) and how to compare them: (a, b, method, reason).
 
     A seed fixes the initial weights and the batch order for both frameworks, so the two runs of a seed
-    start identical and differ only by rounding: the per-seed difference is the quantity to test. With
-    fewer than two common seeds, fall back to Welch's unpaired comparison of all finished runs.
+    start identical and differ only by rounding: the per-seed difference is the quantity to test, paired
+    over the common seeds when there are >= 2. With no common seed, the two sets are independent: Welch.
+    With exactly one common seed, neither works (one pair is no test, and an unpaired test would count that
+    seed's identical start on both sides): method NOT_COMPARABLE, with the reason (with fewer than 2 seeds
+    on a side there is no test anyway: Welch's "n/a").
     """
     by_seed = {fw: {r.config["seed"]: 100.0 * r.test["accuracy"] for r in records
                     if r.finished and r.framework == fw} for fw in ("lightning", other)}
     common = sorted(set(by_seed["lightning"]) & set(by_seed[other]))
     if len(common) >= 2:
-        return [by_seed["lightning"][s] for s in common], [by_seed[other][s] for s in common], "paired"
-    return list(by_seed["lightning"].values()), list(by_seed[other].values()), "welch"
+        return [by_seed["lightning"][s] for s in common], [by_seed[other][s] for s in common], "paired", ""
+    if common and min(len(by_seed["lightning"]), len(by_seed[other])) >= 2:
+        reason = (f"seed {common[0]} is the only seed finished in both (too few to pair), and an unpaired "
+                  "test would count its identical start on both sides")
+        return [], [], NOT_COMPARABLE, reason
+    return list(by_seed["lightning"].values()), list(by_seed[other].values()), "welch", ""
 
 
 # What `ftmed_core.protocol` draws a run's start from, besides the seed: initial weights from the layer
@@ -150,12 +161,42 @@ def _accuracy_by_seed(records: list[RunRecord], framework: str | None = None) ->
             if r.finished and (framework is None or r.framework == framework)}
 
 
-def _seed_means(records: list[RunRecord], frameworks: list[str]) -> dict:
-    """Per seed, the mean accuracy over `frameworks`, for seeds every one of them finished: one number per
-    seed, because a seed's runs in different frameworks start identical and are one observation."""
+def _seed_means(records: list[RunRecord], frameworks: list[str], seeds: set | None = None) -> dict:
+    """Per seed, the mean accuracy over `frameworks`, for seeds every one of them finished (and in `seeds`
+    when given): one number per seed, because a seed's runs in different frameworks start identical and
+    are one observation."""
     per = [_accuracy_by_seed(records, fw) for fw in frameworks]
-    seeds = set.intersection(*(set(p) for p in per)) if per else set()
-    return {s: float(np.mean([p[s] for p in per])) for s in sorted(seeds)}
+    common = set.intersection(*(set(p) for p in per)) if per else set()
+    if seeds is not None:
+        common &= seeds
+    return {s: float(np.mean([p[s] for p in per])) for s in sorted(common)}
+
+
+def _seed_mean_view(recs: list[RunRecord], base_runs: list[RunRecord], frameworks: list[str], pair: bool) -> dict:
+    """The seed-mean vs-baseline view. A framework counts only where it finished the variant *and* the
+    baseline (for a paired view: for the same seed); one with none is left out and named in `excluded`
+    ("keras: no finished seed"). Paired views use the seeds every counted framework finished on both sides;
+    Welch views each side's seeds finished by every counted framework."""
+    counted, excluded = [], []
+    for fw in frameworks:
+        mine, base = _accuracy_by_seed(recs, fw), _accuracy_by_seed(base_runs, fw)
+        if not mine:
+            excluded.append(f"{fw}: no finished seed")
+        elif not base:
+            excluded.append(f"{fw}: no finished baseline seed")
+        elif pair and not set(mine) & set(base):
+            excluded.append(f"{fw}: no seed finished in both variant and baseline")
+        else:
+            counted.append(fw)
+    if pair:
+        both = set.intersection(*(set(_accuracy_by_seed(recs, fw)) & set(_accuracy_by_seed(base_runs, fw))
+                                  for fw in counted)) if counted else set()
+        variant, base = _seed_means(recs, counted, both), _seed_means(base_runs, counted, both)
+    else:
+        variant, base = _seed_means(recs, counted), _seed_means(base_runs, counted)
+    view = _vs_view(variant, base, pair)
+    view["frameworks"], view["excluded"] = counted, excluded
+    return view
 
 
 def _vs_view(variant: dict, base: dict, pair: bool) -> dict:
@@ -173,10 +214,17 @@ def _vs_view(variant: dict, base: dict, pair: bool) -> dict:
         spread = {"sd_variant": summarize(a).std, "sd_baseline": summarize(b).std}
         effect_name = "d"
     return {"diff": d.diff, "low": d.low, "high": d.high, "p_value": d.p_value, "df": d.df, "method": d.method,
-            "n_a": d.n_a, "n_b": d.n_b, "effect_size": d.effect_size, "effect_name": effect_name, **spread}
+            "n_a": d.n_a, "n_b": d.n_b, "effect_size": d.effect_size, "effect_name": effect_name,
+            "constant": d.constant, **spread}
 
 
 def _vs_verdict(view: dict) -> str:
+    """'better'/'worse': Holm-adjusted p < ALPHA. 'within seed noise': these seeds did not reach it (not
+    that there is no difference). No spread: the constant difference in words, no test."""
+    if view.get("constant"):
+        if view["method"] == "paired":
+            return constant_text(view["diff"], view["n_a"]) + " (no spread: not tested)"
+        return f"no spread on either side ({view['diff']:+.2f} pp): not tested"
     p = view.get("p_holm", float("nan"))
     if math.isnan(p):
         return "n/a (need >= 2 seeds each)"
@@ -195,6 +243,8 @@ def _tost_seeds_needed(a: list, b: list, method: str, margin: float) -> int | No
         sd = float(np.std(np.subtract(a, b), ddof=1))
     else:
         sd = math.hypot(summarize(a).std, summarize(b).std)
+    if sd <= ZERO_SPREAD:  # no measured spread: no basis for a seed count
+        return None
     return seeds_needed(lambda n: tost_power(n, sd, margin, ALPHA), POWER)
 
 
@@ -228,7 +278,10 @@ def _add_vs_baseline(rows: list[Row], margin: float) -> None:
 
 
 def build_rows(records: list[RunRecord], margin: float = DEFAULT_MARGIN, baseline: str = "baseline") -> list[Row]:
+    """One Row per variant (name + configuration). A run is one observation: records with the same
+    run key (the same framework, configuration, data and seed) count once, the last one given."""
     margin = check_margin(margin)
+    records = list({r.run_key: r for r in records}.values())
     groups: dict[tuple[str, str], list[RunRecord]] = {}
     order: list[tuple[str, str]] = []
     for record in records:
@@ -248,13 +301,20 @@ def build_rows(records: list[RunRecord], margin: float = DEFAULT_MARGIN, baselin
                  if any(r.framework == fw for r in recs)}
         differences: dict = {}
         for other in (fw for fw in cells if fw != "lightning" and "lightning" in cells):
-            a, b, method = _paired_accuracies(recs, other)
+            a, b, method, reason = _paired_accuracies(recs, other)
+            if method == NOT_COMPARABLE:
+                nan = float("nan")
+                differences[other] = {"diff": nan, "low": nan, "high": nan, "p_value": nan, "tost_p": nan,
+                                      "margin": margin, "equivalent": False, "verdict": f"{NOT_COMPARABLE}: {reason}",
+                                      "method": method, "n": 0, "seeds_for_power": None, "constant": False}
+                continue
             d = paired_difference(a, b) if method == "paired" else welch(a, b)
             eq = tost(a, b, margin, ALPHA, paired=method == "paired")
             differences[other] = {"diff": d.diff, "low": d.low, "high": d.high, "p_value": d.p_value,
                                   "tost_p": eq.p_value, "margin": margin, "equivalent": eq.equivalent,
                                   "verdict": eq.verdict, "method": method, "n": len(a),
-                                  "seeds_for_power": _tost_seeds_needed(a, b, method, margin)}
+                                  "seeds_for_power": _tost_seeds_needed(a, b, method, margin),
+                                  "constant": d.constant}
         difference = differences.get("keras", {})
         vs_baseline: dict = {}
         experiment = recs[0].experiment
@@ -265,7 +325,7 @@ def build_rows(records: list[RunRecord], margin: float = DEFAULT_MARGIN, baselin
             views = {fw: _vs_view(_accuracy_by_seed(recs, fw), _accuracy_by_seed(base_runs, fw), pair)
                      for fw in frameworks}
             if len(frameworks) > 1:
-                views[SEED_MEAN] = _vs_view(_seed_means(recs, frameworks), _seed_means(base_runs, frameworks), pair)
+                views[SEED_MEAN] = _seed_mean_view(recs, base_runs, frameworks, pair)
             vs_baseline = {"_views": views}  # completed by _add_vs_baseline once every row is known
         base_config = VARIANTS[baseline].config if baseline in VARIANTS else experiment
         # Seeds and epochs are the study's protocol, not the variant's change: leave them out of "changes".
@@ -333,10 +393,14 @@ def _vs_text(view: dict | None) -> str:
     """'-2.10 pp [-3.40, -0.80], d_z=-2.9; paired n=3, Holm p=0.012 (m=4): worse'."""
     if not view:
         return ""
-    ci = f"[{_fmt(view['low'], '+.2f')}, {_fmt(view['high'], '+.2f')}]"
     n = f"n={view['n_a']}" if view["method"] == "paired" else f"n={view['n_a']} vs {view['n_b']}"
+    left_out = f" [{'; '.join(view['excluded'])}]" if view.get("excluded") else ""
+    if view.get("constant"):  # no p-value, no interval: the words say what happened
+        return f"{_fmt(view['diff'], '+.2f')} pp; {view['method']} {n}: {view['verdict']}{left_out}"
+    ci = f"[{_fmt(view['low'], '+.2f')}, {_fmt(view['high'], '+.2f')}]"
     return (f"{_fmt(view['diff'], '+.2f')} pp {ci}, {view['effect_name']}={_fmt(view['effect_size'], '+.1f')}; "
-            f"{view['method']} {n}, Holm p={_fmt(view['p_holm'], '.3f')} (m={view['holm_m']}): {view['verdict']}")
+            f"{view['method']} {n}, Holm p={_fmt(view['p_holm'], '.3f')} (m={view['holm_m']}): {view['verdict']}"
+            f"{left_out}")
 
 
 def table_cells(row: Row, frameworks) -> list[str]:
@@ -354,7 +418,7 @@ def table_cells(row: Row, frameworks) -> list[str]:
         d = row.differences.get(other) or (row.difference if other == "keras" else {})
         if d:
             ci = f"[{_fmt(d['low'], '+.2f')}, {_fmt(d['high'], '+.2f')}]" if not math.isnan(d["low"]) else "[n/a]"
-            out += [f"{_fmt(d['diff'], '+.2f')} {ci}", d["verdict"]]
+            out += [f"{_fmt(d['diff'], '+.2f')} {ci}" if d["method"] != NOT_COMPARABLE else "n/a", d["verdict"]]
         else:
             out += ["", ""]
     b = row.vs_baseline
@@ -383,16 +447,22 @@ def to_markdown(rows: list[Row], records: list[RunRecord], margin: float = DEFAU
         f"(L−K: Keras on TensorFlow; L−K[jax], L−K[torch]: Keras on those backends, each against Lightning), "
         f"paired by seed (a seed gives both frameworks the same initial weights and batch order; Welch's "
         f"unpaired CI where fewer than 2 seeds are common). "
-        f"Equivalence: TOST at α={ALPHA} against ±{margin:g} pp on the same differences. "
+        f"Equivalence: TOST at α={ALPHA} against ±{margin:g} pp on the same differences "
+        f"('equivalent': both one-sided tests reject; 'not shown equivalent': these seeds could not show it; "
+        f"'not comparable': exactly one seed finished in both, too few to pair, and an unpaired test would "
+        f"count that seed's identical start twice). "
         f"vs baseline: variant − baseline accuracy in pp with its 95 % CI and effect size, per framework"
         + (f" and for the per-seed mean over frameworks ({SEED_MEAN}: a seed's runs start identical in every "
-           f"framework, so they count once)" if len(frameworks) > 1 else "")
+           f"framework, so they count once; it uses only the frameworks that finished the variant and the "
+           f"baseline, naming any left out, and only the seeds all of those finished)" if len(frameworks) > 1 else "")
         + f"; 'paired' = paired t test by seed (the variant starts from the baseline's initial weights and "
         f"batch order), effect d_z = mean difference / sd of the differences; 'Welch' = Welch's unequal-variance "
         f"t test, effect d = difference / sqrt of the mean of the two variances; n = seeds per side. "
-        f"p-values are Holm-adjusted over the m variants compared with the baseline in that column (the CIs "
-        f"are not adjusted); 'within seed noise' means the study's single-run difference could be luck. study acc %: the study's single "
-        f"Keras run on PathMNIST.",
+        f"p-values are Holm-adjusted over the m variants tested against the baseline in that column (the CIs "
+        f"are not adjusted). 'better'/'worse': Holm-adjusted p < {ALPHA}; 'within seed noise': these seeds did "
+        f"not reach it — no evidence either way, not a finding of no difference; 'identical in all n seeds' / "
+        f"'the same shift in all n seeds': the differences have no spread, so no test is run, no p-value is "
+        f"given and the variant does not count in m. study acc %: the study's single Keras run on PathMNIST.",
     ]
     notes = power_notes(rows, margin)
     if notes:

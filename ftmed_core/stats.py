@@ -58,12 +58,28 @@ def summarize(values) -> Summary:
     return Summary(len(v), float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0)
 
 
+# A spread at or below this (percentage points) is zero. Accuracies are counts over a fixed test set, so
+# differences that are equal in exact arithmetic can differ by float rounding (~1e-14) after the division
+# by the test size; a t statistic over such a "spread" would claim certainty from rounding noise.
+ZERO_SPREAD = 1e-9
+
+
+def constant_text(diff: float, n: int) -> str:
+    """The words for a set of n differences without spread: no test, no p-value, just what happened."""
+    if abs(diff) <= ZERO_SPREAD:
+        return f"identical in all {n} seeds"
+    return f"the same shift ({diff:+.2f} pp) in all {n} seeds"
+
+
 @dataclass(frozen=True)
 class Difference:
     """mean(a) - mean(b) with a confidence interval; NaN fields when either side has fewer than 2 values.
 
     `method` is "paired" (n = pairs, df = n - 1) or "welch" (n_a, n_b runs; Welch-Satterthwaite df);
     `effect_size` is Cohen's d_z (paired) or d (Welch), NaN where a spread is zero or undefined.
+    `constant`: the differences (paired) or both samples (Welch) have no spread (<= ZERO_SPREAD): a t test
+    has nothing to measure the difference against, so p, the interval and the effect size are NaN -- never
+    p = 0 and a zero-width interval -- and a report says what happened instead (`constant_text`).
     """
 
     diff: float
@@ -76,6 +92,7 @@ class Difference:
     n_a: int = 0
     n_b: int = 0
     effect_size: float = NAN
+    constant: bool = False
 
 
 def _ci(result, confidence: float) -> tuple[float, float]:
@@ -93,8 +110,8 @@ def paired_difference(a, b, confidence: float = 0.95) -> Difference:
         return Difference(d, NAN, NAN, NAN, NAN, confidence, "paired", n, n)
     d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
     diff, sd = float(d.mean()), float(d.std(ddof=1))
-    if sd == 0.0:  # every pair differs by the same amount: no spread to test against
-        return Difference(diff, diff, diff, 1.0 if diff == 0 else 0.0, n - 1.0, confidence, "paired", n, n, NAN)
+    if sd <= ZERO_SPREAD:  # every pair differs by the same amount: no spread to test against
+        return Difference(diff, NAN, NAN, NAN, n - 1.0, confidence, "paired", n, n, NAN, constant=True)
     result = sps.ttest_rel(a, b)
     low, high = _ci(result, confidence)
     return Difference(diff, low, high, float(result.pvalue), float(result.df), confidence, "paired", n, n,
@@ -109,9 +126,8 @@ def welch(a, b, confidence: float = 0.95) -> Difference:
         return Difference(d, NAN, NAN, NAN, NAN, confidence, "welch", sa.n, sb.n)
     diff = sa.mean - sb.mean
     spread = math.sqrt((sa.std**2 + sb.std**2) / 2.0)
-    if spread == 0.0:
-        p = 1.0 if diff == 0 else 0.0
-        return Difference(diff, diff, diff, p, float("inf"), confidence, "welch", sa.n, sb.n, NAN)
+    if spread <= ZERO_SPREAD:  # every run of each side scored the same: nothing to test against
+        return Difference(diff, NAN, NAN, NAN, NAN, confidence, "welch", sa.n, sb.n, NAN, constant=True)
     result = sps.ttest_ind(a, b, equal_var=False)
     low, high = _ci(result, confidence)
     return Difference(diff, low, high, float(result.pvalue), float(result.df), confidence, "welch", sa.n, sb.n,
@@ -127,7 +143,10 @@ class Equivalence:
 
 
 def tost(a, b, margin: float, alpha: float = 0.05, paired: bool = False) -> Equivalence:
-    """Is |mean(a) - mean(b)| < margin? Two one-sided t tests at level alpha (Welch, or on pairs)."""
+    """Is |mean(a) - mean(b)| < margin? Two one-sided t tests at level alpha (Welch, or on pairs).
+
+    Without spread (the paired differences, or both samples, constant) there is no test: p is NaN, the
+    result is never "equivalent", and the verdict states the constant difference (`constant_text`)."""
     sa, sb = summarize(a), summarize(b)
     if sa.n < 2 or sb.n < 2:
         return Equivalence(margin, NAN, False, "n/a (need >= 2 seeds per side)")
@@ -137,9 +156,10 @@ def tost(a, b, margin: float, alpha: float = 0.05, paired: bool = False) -> Equi
         diff, spread = float(d.mean()), float(d.std(ddof=1))
     else:
         diff, spread = sa.mean - sb.mean, sa.std + sb.std
-    if spread == 0.0:
-        p = 0.0 if abs(diff) < margin else 1.0
-    elif paired:
+    if spread <= ZERO_SPREAD:
+        words = constant_text(diff, len(a)) if paired else f"no spread on either side ({diff:+.2f} pp): not testable"
+        return Equivalence(margin, NAN, False, words)
+    if paired:
         p_lower = sps.ttest_1samp(d, -margin, alternative="greater").pvalue  # H0: diff <= -margin
         p_upper = sps.ttest_1samp(d, margin, alternative="less").pvalue  # H0: diff >= +margin
         p = float(max(p_lower, p_upper))

@@ -278,3 +278,113 @@ def test_report_command_prints_the_seed_advice_under_the_table(tmp_path, tiny_sy
     flat = " ".join(result.output.split())
     assert "seeds: equivalence not shown for" in flat and "seeds would be needed" in flat
     assert "Seeds needed:" in (runs / "comparison.md").read_text()
+
+
+# -- edges: zero spread, a framework that failed everything, overlapping seed sets, n = 1 and n = 2 ----------
+
+def _failed(record: RunRecord) -> RunRecord:
+    return replace(record, status="failed", test={}, error="RuntimeError: boom")
+
+
+def _by_variant(rows) -> dict:
+    return {r.variant: r for r in rows}
+
+
+def test_a_constant_shift_in_every_seed_is_stated_not_tested():
+    """baseline [80, 82, 81], a variant +0.5 pp in every seed: no p = 0, no zero-width interval, no
+    'better', not counted in Holm's m, no seed advice from a zero sd."""
+    base = {0: 80.0, 1: 82.0, 2: 81.0}
+    records = [_record("baseline", "lightning", s, a) for s, a in base.items()]
+    records += [_record("lr-1e-4", "lightning", s, a + 0.5) for s, a in base.items()]
+    records += [_record("sgd-momentum", "lightning", s, a - [3.0, 1.0, 2.0][s]) for s, a in base.items()]
+    rows = _by_variant(build_rows(records))
+    view = rows["lr-1e-4"].vs_baseline
+    assert view["constant"] and view["method"] == "paired"
+    assert view["verdict"].startswith("the same shift (+0.50 pp) in all 3 seeds")
+    assert math.isnan(view["p_value"]) and math.isnan(view["low"]) and math.isnan(view["high"])
+    assert "seeds_for_power" not in view
+    assert rows["sgd-momentum"].vs_baseline["holm_m"] == 1  # the constant variant is not in m
+    md = to_markdown(list(rows.values()), records)
+    line = next(l for l in md.splitlines() if l.startswith("| lr-1e-4"))
+    assert "Holm p" not in line and "better" not in line and "[+0.50, +0.50]" not in line
+
+
+def test_exactly_identical_results_are_called_identical_and_never_within_seed_noise():
+    base = {0: 80.0, 1: 82.0, 2: 81.0}
+    records = [_record(v, fw, s, a) for v in ("baseline", "sigmoid-output") for fw in FRAMEWORKS for s, a in base.items()]
+    row = _by_variant(build_rows(records))["sigmoid-output"]
+    for view in (row.vs_baseline, *row.vs_baseline["per_framework"].values()):
+        assert view["verdict"].startswith("identical in all 3 seeds"), view["verdict"]
+        assert math.isnan(view["p_value"]) and view["holm_m"] == 0
+    # Lightning vs Keras, identical per seed: stated, not "equivalent", no seed advice.
+    assert row.difference["verdict"] == "identical in all 3 seeds" and not row.difference["equivalent"]
+    assert row.difference["seeds_for_power"] is None and power_notes([row]) == []
+
+
+def test_differences_equal_up_to_float_rounding_count_as_constant():
+    """k/7180 accuracies: shifts of the same count of images differ by ~1e-14 after division; still constant."""
+    counts = [5741, 5812, 5777]
+    records = [_record("baseline", "lightning", s, 100 * c / 7180) for s, c in enumerate(counts)]
+    records += [_record("lr-1e-4", "lightning", s, 100 * (c + 1) / 7180) for s, c in enumerate(counts)]
+    view = _by_variant(build_rows(records))["lr-1e-4"].vs_baseline
+    assert view["constant"] and "the same shift (+0.01 pp) in all 3 seeds" in view["verdict"]
+
+
+def test_a_framework_that_failed_every_seed_is_left_out_of_the_seed_mean_and_named():
+    records = _study(range(5), _noisy())
+    records = [_failed(r) if r.framework == "keras" and r.config["name"] == "lr-1e-4" else r for r in records]
+    rows = _by_variant(build_rows(records))
+    view = rows["lr-1e-4"].vs_baseline
+    assert view["view"] == SEED_MEAN and view["method"] == "paired" and view["n_a"] == 5
+    assert view["frameworks"] == ["lightning"] and view["excluded"] == ["keras: no finished seed"]
+    light = view["per_framework"]["lightning"]
+    assert view["diff"] == pytest.approx(light["diff"]) and view["p_value"] == pytest.approx(light["p_value"])
+    cells = to_markdown(list(rows.values()), records)
+    assert "keras: no finished seed" in next(l for l in cells.splitlines() if l.startswith("| lr-1e-4"))
+    # A variant that does not share the baseline's start keeps its own method label (Welch).
+    records = [_failed(r) if r.framework == "keras" and r.config["name"] == "wider-deeper" else r for r in records]
+    wide = _by_variant(build_rows(records))["wider-deeper"].vs_baseline
+    assert wide["method"] == "welch" and wide["excluded"] == ["keras: no finished seed"] and wide["n_a"] == 5
+
+
+def test_overlapping_seed_sets_never_use_a_seed_on_both_sides():
+    """Lightning {0,1,2} vs Keras {2,3,4}: seed 2 started identically in both, so an unpaired test would
+    count it twice; one common seed is too few to pair: not comparable, with the reason."""
+    acc = _noisy()
+    records = [_record("baseline", "lightning", s, acc("baseline", "lightning", s)) for s in (0, 1, 2)]
+    records += [_record("baseline", "keras", s, acc("baseline", "keras", s)) for s in (2, 3, 4)]
+    (row,) = build_rows(records)
+    assert row.difference["method"] == "not comparable" and "seed 2" in row.difference["verdict"]
+    assert math.isnan(row.difference["p_value"]) and not row.difference["equivalent"]
+    # Two common seeds: paired on those two only.
+    records += [_record("baseline", "keras", 1, acc("baseline", "keras", 1))]
+    (row,) = build_rows(records)
+    assert row.difference["method"] == "paired" and row.difference["n"] == 2
+    # Disjoint sets are independent: Welch over all of them.
+    disjoint = [r for r in records if not (r.framework == "keras" and r.config["seed"] in (1, 2))]
+    (row,) = build_rows(disjoint)
+    assert row.difference["method"] == "welch"
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_one_or_two_seeds_claim_only_what_they_support(n):
+    records = _study(range(n), _noisy())
+    rows = build_rows(records)
+    for row in rows[1:]:
+        view = row.vs_baseline
+        if n == 1:
+            assert view["verdict"].startswith("n/a") and math.isnan(view["p_value"])
+            assert row.difference["verdict"].startswith("n/a")
+        else:
+            assert view["n_a"] == 2 and view["df"] == pytest.approx(1.0) or view["method"] == "welch"
+            assert view["verdict"] in ("better", "worse", "within seed noise")
+    assert all(r.vs_baseline.get("holm_m", 0) <= 4 for r in rows[1:])
+
+
+@pytest.mark.parametrize("seeds", [[0, 0], [0, 1, 1]])
+def test_a_record_given_twice_is_one_observation(seeds):
+    """The same run passed twice (a duplicated seed) is one run: n counts distinct runs."""
+    base = [_record("baseline", fw, s, 80.0 + s) for fw in FRAMEWORKS for s in seeds]
+    (row,) = build_rows(base)
+    assert row.cells["lightning"].n_finished == len(set(seeds))
+    assert row.cells["lightning"].seeds == sorted(set(seeds))
