@@ -76,7 +76,8 @@ def _read_header(stream, name: str, path: Path) -> tuple[tuple, bool, np.dtype, 
         raise DataError(f"{path}: member {name} has no valid array header ({exc}); "
                         f"the file is corrupt or not a MedMNIST file") from None
     if dtype.hasobject:
-        raise DataError(f"{path}: member {name} holds Python objects ({dtype}); MedMNIST files hold plain arrays")
+        raise DataError(f"{path}: member {name} holds pickled Python objects ({dtype}), which ftmed never loads; "
+                        f"MedMNIST files hold plain numeric arrays (ftmed data download, or ftmed data synth)")
     return tuple(shape), bool(fortran), dtype, stream.tell()
 
 
@@ -187,6 +188,8 @@ def _build(npz: Path, md5: str, root: Path) -> Path:
                     size = _copy_member(zf, info, headers[info.filename], tmp / f"{key}.npy", npz)
                     shape, fortran, dtype, _ = headers[info.filename]
                     arrays[key] = {"shape": list(shape), "dtype": dtype.str, "bytes": size}
+        except DataError:  # a member check's own message (e.g. pickled objects) says more than "corrupt"
+            raise
         except (zipfile.BadZipFile, EOFError, ValueError, zipfile.LargeZipFile) as exc:
             raise DataError(f"{npz} is truncated or corrupt ({type(exc).__name__}: {exc}); "
                             f"delete it and download or generate it again") from None

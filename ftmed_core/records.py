@@ -267,8 +267,8 @@ def record_from_payload(payload: Any, path: Path) -> RunRecord:
 def read_record(run_dir: Path) -> RunRecord | None:
     """The run's record, or None when it has none yet (never started, or interrupted).
 
-    RecordDamaged (a RunError) when the file is unreadable, truncated, not JSON, or fails
-    `record_from_payload`'s checks.
+    RecordDamaged (a RunError) when the file is unreadable, truncated, not JSON, nested beyond what the
+    parser can follow, or fails `record_from_payload`'s checks.
     """
     path = Path(run_dir) / RECORD_FILE
     if not path.is_file():
@@ -278,6 +278,8 @@ def read_record(run_dir: Path) -> RunRecord | None:
     except (OSError, ValueError) as exc:
         reason = "is truncated or not JSON" if isinstance(exc, ValueError) else f"cannot be read ({exc})"
         raise RecordDamaged(path, f"{reason} ({str(exc)[:80]})") from None
+    except RecursionError:  # json's parser recurses per level; a record is a few levels deep
+        raise RecordDamaged(path, "is not a run record (JSON nested too deeply to read)") from None
     return record_from_payload(payload, path)
 
 
