@@ -131,6 +131,7 @@ def train(
     force: bool = False,
     progress: bool | None = None,
     on_epoch: Callable[[int, int, dict], None] | None = None,
+    on_start: Callable[[ExperimentConfig], None] | None = None,
     data=None,
     **fields,
 ) -> RunRecord:
@@ -150,6 +151,8 @@ def train(
         progress: a per-epoch progress bar (a widget in a notebook); None: in a notebook yes, else the
             framework's own bar when stderr is a terminal.
         on_epoch: called after each epoch with (epoch, total epochs, that epoch's history values).
+        on_start: called with the final config once every check has passed (data, runtime, memory, runs
+            folder), before the run is claimed: a request that fails a check never reaches it.
         **fields: any other `ExperimentConfig` or optimizer field (`learning_rate=1e-4`, `optimizer="sgd"`,
             `hidden_units=[256, 128]`, ...); the run is then named `<variant>+<changes>`.
 
@@ -189,6 +192,8 @@ def train(
         path = ensure_data(config.dataset, config.size, config.data_dir)
         data = prepare(load_npz(path, config.dataset, config.size), config.val_mode, config.val_fraction)
     check_model_fits(config, data.input_dim, data.n_classes)
+    if on_start is not None:
+        on_start(config)
 
     bar = _epoch_bar(config.epochs, f"{config.name} / {framework} / seed {config.seed}") if notebook_bar else None
 

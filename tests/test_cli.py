@@ -115,7 +115,7 @@ def test_unreadable_runs_dir(tmp_path, tiny_synth_dir):
     blocker = tmp_path / "runs"
     blocker.write_text("a file, not a directory")
     result = invoke("compare", "--data-dir", tiny_synth_dir, "--runs-dir", blocker)
-    assert_one_line_error(result, "not a readable, writable directory")
+    assert_one_line_error(result, "is a file, not a folder")
     assert blocker.read_text() == "a file, not a directory"
     assert_one_line_error(invoke("report", blocker), "does not exist or is not a directory")
 
