@@ -170,7 +170,7 @@ def load_npz(path: str | os.PathLike, dataset: str, size: int) -> RawDataset:
     The file is unpacked once into a cache of `.npy` files checked against its MD5 (`npy_cache.unpacked`);
     the images are memory-mapped from there, so memory does not grow with the file.
     """
-    from ftmed_core.npy_cache import open_array, unpacked
+    from ftmed_core.npy_cache import discard, unpacked
 
     path = Path(path)
     info = dataset_info(dataset)
@@ -186,6 +186,17 @@ def load_npz(path: str | os.PathLike, dataset: str, size: int) -> RawDataset:
     if not zipfile.is_zipfile(path):
         raise DataError(f"{path} is truncated or corrupt (not a zip archive); delete it and download it again")
     folder, manifest = unpacked(path, md5)
+    try:
+        return _validated(path, dataset, size, info, md5, folder, manifest)
+    except DataError:
+        discard(path, md5)  # an invalid file leaves no unpacked copy behind
+        raise
+
+
+def _validated(path: Path, dataset: str, size: int, info, md5: str, folder: Path, manifest: dict) -> RawDataset:
+    """`load_npz`'s checks of the unpacked arrays; DataError naming the first problem."""
+    from ftmed_core.npy_cache import open_array
+
     keys = set(manifest["arrays"])
     missing = [f"{s}_{k}" for s in SPLITS for k in ("images", "labels") if f"{s}_{k}" not in keys]
     if missing:

@@ -20,6 +20,7 @@ sizes). `<root>` is the `.npz`'s folder when it is writable, else `$FTMED_CACHE_
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -212,6 +213,15 @@ def _build(npz: Path, md5: str, root: Path) -> Path:
     return final
 
 
+def discard(npz: str | os.PathLike, md5: str) -> None:
+    """Remove the cache of `npz` at `md5` (a file found invalid is not worth keeping unpacked), and the cache
+    folder itself once empty."""
+    root = cache_root(Path(npz))
+    shutil.rmtree(root / md5, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        root.rmdir()  # only when empty: other files' caches stay
+
+
 def unpacked(npz: str | os.PathLike, md5: str) -> tuple[Path, dict]:
     """The cache folder of `npz` (whose MD5 the caller computed) and its manifest; built when missing.
 
@@ -228,6 +238,9 @@ def unpacked(npz: str | os.PathLike, md5: str) -> tuple[Path, dict]:
     try:
         folder = _build(npz, md5, root)
         _remove_stale(root, keep=md5)
+    except DataError:
+        discard(npz, md5)
+        raise
     except OSError as exc:
         raise DataError(f"cannot unpack {npz.name} into its cache {root}: {exc.strerror or exc} "
                         f"(set {CACHE_DIR_ENV} to a folder with room for the uncompressed arrays)") from None
