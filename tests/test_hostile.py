@@ -337,3 +337,72 @@ def test_the_table_covers_every_command() -> None:
     commands = {c.argv.split()[0] for c in CASES}
     assert {"train", "compare", "report", "variants", "data"} <= commands
     assert len(CASES) == len({c.id for c in CASES}) >= 87
+
+
+# --- what a table row cannot express: runs that exist, counted once ---------------------------------------
+
+def _fake_fit(config, runtime, data, weights, run_dir, on_epoch=None):
+    """A stand-in for an adapter's fit (no framework): perfect logits, one epoch of history."""
+    from ftmed_core.runner import FitResult
+
+    logits = np.eye(data.n_classes, dtype=np.float32)[data.y_test]
+    history = {k: [0.5] for k in ("train_loss", "train_acc", "val_loss", "val_acc", "epoch_seconds")}
+    return FitResult(history, logits, 0.1, {})
+
+
+def _two_seeds(runs: Path, data_dir: Path) -> list:
+    from ftmed_core.config import ExperimentConfig
+    from ftmed_core.runner import run_experiment
+
+    return [run_experiment("keras", _fake_fit, ExperimentConfig(data_dir=str(data_dir), epochs=1, seed=seed),
+                           runs_dir=runs) for seed in (0, 1)]
+
+
+def test_a_copied_run_folder_is_counted_once(tmp_path, tiny_synth_dir):
+    import shutil
+
+    runs = tmp_path / "runs"
+    records = _two_seeds(runs, tiny_synth_dir)
+    shutil.copytree(runs / records[1].run_key, runs / "backup-of-seed-1")
+    result = runner.invoke(app, ["report", str(runs)])
+    assert result.exit_code == 1  # something was left out, and said so
+    assert "backup-of-seed-1" in result.stderr and f"copies run {records[1].run_key}" in result.stderr
+    row = json.loads((runs / "comparison.json").read_text())["rows"][0]["frameworks"]["keras"]
+    assert row["n_finished"] == 2 and sorted(row["seeds"]) == [0, 1]
+    assert "(n=2)" in result.stdout and "(n=3)" not in result.stdout
+
+
+def test_a_deeply_nested_record_is_moved_aside_and_the_run_redone(tmp_path, tiny_synth_dir, capsys):
+    runs = tmp_path / "runs"
+    first = _two_seeds(runs, tiny_synth_dir)[0]
+    (runs / first.run_key / "record.json").write_text("[" * 100_000 + "]" * 100_000)
+    again = _two_seeds(runs, tiny_synth_dir)[0]
+    assert again.finished and again.run_key == first.run_key
+    assert "JSON nested too deeply" in capsys.readouterr().err
+    assert [p.name for p in runs.iterdir() if ".damaged-" in p.name]
+
+
+def test_the_api_refuses_what_would_count_one_run_twice(tmp_path, tiny_synth_dir):
+    import ftmed
+    from ftmed.grid import plan
+    from ftmed_core.config import ExperimentConfig
+    from ftmed_core.variants import Variant
+
+    with pytest.raises(ftmed.ConfigError, match="seed 2 is listed more than once"):
+        ftmed.compare(seeds=[2, 0, 2], data_dir=tiny_synth_dir, runs_dir=tmp_path / "runs", quiet=True)
+    twins = [Variant(ExperimentConfig(name=name, hidden_units=(64,)), "test", "python") for name in ("foo", "bar")]
+    with pytest.raises(ftmed.ConfigError, match="variants 'foo' and 'bar' have the same configuration"):
+        plan(twins, ["lightning"], [0], data_md5="0" * 32, precision="32")
+    different = [twins[0], Variant(ExperimentConfig(name="bar", hidden_units=(32,)), "test", "python")]
+    assert len(plan(different, ["lightning", "keras"], [0, 1], data_md5="0" * 32, precision="32")) == 8
+    assert not (tmp_path / "runs").exists()
+
+
+def test_model_size_is_checked_against_memory_before_allocating():
+    from ftmed_core.config import ConfigError, ExperimentConfig, check_model_fits, parameter_count
+
+    baseline = ExperimentConfig()
+    assert parameter_count(baseline.hidden_units, 2352, 9) == 2353 * 512 + 513 * 256 + 257 * 128 + 129 * 9
+    check_model_fits(baseline, 2352, 9, memory=1 << 30)  # ~22 MiB to train: fits in 1 GiB
+    with pytest.raises(ConfigError, match="hidden units 512-256-128 on 2352 inputs need about"):
+        check_model_fits(baseline, 2352, 9, memory=1 << 20)
