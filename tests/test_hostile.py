@@ -325,7 +325,8 @@ def test_hostile_input(case: Case, tmp_path: Path, tiny_synth_dir: Path) -> None
     argv = [part.format(data=tiny_synth_dir, tmp=tmp, runs=tmp / "runs") for part in case.argv.split()]
     result = runner.invoke(app, argv)
     assert result.exit_code == case.code, result.output
-    assert "Traceback" not in result.output and result.exception is None or isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
     errors = result.stderr.splitlines()
     assert len(errors) == 1 and errors[0].startswith("error: "), result.output  # first line, one line
     assert case.fragment in errors[0], errors[0]
