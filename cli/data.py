@@ -17,7 +17,7 @@ app = typer.Typer(help="Inspect, download or synthesise MedMNIST data files.", n
 @app.command()
 def info(dataset: DatasetOpt = None, size: SizeOpt = None, data_dir: DataDirOpt = None) -> None:
     """Show a dataset's metadata and the state of its local file."""
-    from ftmed_core.data import data_path, load_npz
+    from ftmed_core.data import check_not_a_directory, data_path, load_npz
     from ftmed_core.errors import DataError
     from ftmed_core.medmnist_info import dataset_info
 
@@ -32,6 +32,7 @@ def info(dataset: DatasetOpt = None, size: SizeOpt = None, data_dir: DataDirOpt 
     typer.echo(f"url       {meta.urls.get(size, 'n/a')}")
     typer.echo(f"md5       {meta.md5s.get(size, 'n/a')}")
     typer.echo(f"file      {path}")
+    check_not_a_directory(path)
     if not path.is_file():
         typer.echo("status    missing (ftmed data download, or ftmed data synth for offline work)")
         return

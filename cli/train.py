@@ -78,8 +78,11 @@ def train(
         path = ensure_data(config.dataset, config.size, config.data_dir, progress=update)
     data = prepare(load_npz(path, config.dataset, config.size), config.val_mode, config.val_fraction)
     fw = value(framework)
-    typer.echo(f"training {config.name} with {fw} on {data.label}: {config.optimizer.describe()}, "
-               f"hidden {'-'.join(map(str, config.hidden_units))}, {config.epochs} epoch(s), seed {config.seed}, shuffle {config.shuffle}")
+
+    def on_start(config) -> None:  # after every check: an invalid request prints only its error line
+        typer.echo(f"training {config.name} with {fw} on {data.label}: {config.optimizer.describe()}, "
+                   f"hidden {'-'.join(map(str, config.hidden_units))}, {config.epochs} epoch(s), seed {config.seed}, "
+                   f"shuffle {config.shuffle}")
 
     def on_epoch(epoch: int, total: int, values: dict) -> None:
         typer.echo(f"  epoch {epoch}/{total}: loss {values['train_loss']:.4f} acc {values['train_acc']:.4f} "
@@ -88,7 +91,7 @@ def train(
 
     started = __import__("time").time()
     record = ftmed.train(config, framework=fw, runtime=runtime, runs_dir=runs_dir, data=data, force=force,
-                         on_epoch=on_epoch, mlflow=mlflow_target(mlflow, mlflow_uri))
+                         on_epoch=on_epoch, on_start=on_start, mlflow=mlflow_target(mlflow, mlflow_uri))
     run_dir = runs_dir / record.run_key
     if record.started_at is not None and record.started_at < started:
         typer.echo("reused a finished identical run (pass --force to retrain)")

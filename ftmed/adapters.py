@@ -43,3 +43,25 @@ def framework_train(framework: str, runtime: RuntimeConfig | None = None) -> Cal
                           runtime.threads if runtime else 0)
     from keras_ref import train
     return train
+
+
+def check_runtime(framework: str, runtime: RuntimeConfig) -> None:
+    """ConfigError, before any run is claimed or any record written, when `framework` cannot honour `runtime`
+    on this machine (an accelerator it lacks, several CPU devices without DDP, a precision the device lacks).
+
+    Lightning is asked through `lightning_ft.training.check_runtime` (this imports torch); the Keras adapter
+    checks its runtime before it claims a run, so nothing is asked here for a Keras label.
+    """
+    if canonical(framework) != "lightning":
+        return
+    require_framework(framework)
+    from lightning_ft.training import check_runtime as check_lightning
+
+    check_lightning(runtime)
+
+
+def runtime_needs_check(runtime: RuntimeConfig) -> bool:
+    """Whether `runtime` asks for anything beyond the default CPU/auto single process (only then is it worth
+    importing a framework in a process that trains nothing itself, such as the grid's parent)."""
+    return (runtime.accelerator not in ("auto", "cpu") or runtime.devices > 1 or runtime.precision != "32"
+            or runtime.strategy != "auto")

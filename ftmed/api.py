@@ -20,7 +20,7 @@ from ftmed_core.records import RunRecord
 from ftmed_core.report import DEFAULT_MARGIN
 from ftmed_core.variants import Variant
 
-from ftmed.adapters import framework_train, require_framework
+from ftmed.adapters import check_runtime, framework_train, require_framework, runtime_needs_check
 from ftmed.comparison import Comparison
 
 VariantLike = Union[str, Variant, ExperimentConfig]
@@ -95,6 +95,20 @@ def _select(spec, variants_file) -> list[Variant]:
     return chosen
 
 
+def check_runs_dir(runs_dir: str | Path) -> Path:
+    """`runs_dir` as a Path; ConfigError when it exists but is not a readable, writable folder (a regular
+    file, say), so no run is claimed or trained into it."""
+    runs_dir = Path(runs_dir)
+    existing = next((p for p in (runs_dir, *runs_dir.parents) if p.exists()), None)
+    if existing is not None and existing != runs_dir and not existing.is_dir():
+        raise ConfigError(f"runs directory {runs_dir} cannot be created: {existing} is a file, not a folder; "
+                          f"pass --runs-dir a folder")
+    if runs_dir.exists() and not (runs_dir.is_dir() and os.access(runs_dir, os.R_OK | os.W_OK | os.X_OK)):
+        what = "a file, not a folder" if runs_dir.is_file() else "not a readable, writable folder"
+        raise ConfigError(f"runs directory {runs_dir} is {what}; pass --runs-dir a folder (it is created if missing)")
+    return runs_dir
+
+
 def _epoch_bar(total: int, description: str):
     from tqdm.auto import tqdm
 
@@ -117,6 +131,7 @@ def train(
     force: bool = False,
     progress: bool | None = None,
     on_epoch: Callable[[int, int, dict], None] | None = None,
+    on_start: Callable[[ExperimentConfig], None] | None = None,
     data=None,
     **fields,
 ) -> RunRecord:
@@ -136,6 +151,8 @@ def train(
         progress: a per-epoch progress bar (a widget in a notebook); None: in a notebook yes, else the
             framework's own bar when stderr is a terminal.
         on_epoch: called after each epoch with (epoch, total epochs, that epoch's history values).
+        on_start: called with the final config once every check has passed (data, runtime, memory, runs
+            folder), before the run is claimed: a request that fails a check never reaches it.
         **fields: any other `ExperimentConfig` or optimizer field (`learning_rate=1e-4`, `optimizer="sgd"`,
             `hidden_units=[256, 128]`, ...); the run is then named `<variant>+<changes>`.
 
@@ -146,6 +163,7 @@ def train(
         >>> record = ftmed.train("baseline", framework="keras", epochs=2, data_dir="data/synthetic")
         >>> record.test["accuracy"], record.history["val_acc"]
     """
+    from ftmed_core.config import check_model_fits
     from ftmed_core.data import ensure_data, load_npz, prepare
     from ftmed_core.user_variants import apply_fields
 
@@ -159,6 +177,7 @@ def train(
                 "data_dir": str(data_dir) if data_dir is not None else None}
     config = replace(changed, **{k: v for k, v in protocol.items() if v is not None})
 
+    check_runs_dir(runs_dir)
     runtime = runtime or RuntimeConfig()
     uri = resolve_uri(mlflow, runs_dir) if mlflow is not None else runtime.mlflow
     runtime = replace(runtime, tensorboard=tensorboard or runtime.tensorboard, mlflow=uri)
@@ -168,9 +187,13 @@ def train(
     if notebook_bar or progress is False:
         runtime = replace(runtime, progress=False)  # no terminal bar from the framework
     fit = framework_train(framework, runtime)
+    check_runtime(framework, runtime)
     if data is None:
         path = ensure_data(config.dataset, config.size, config.data_dir)
         data = prepare(load_npz(path, config.dataset, config.size), config.val_mode, config.val_fraction)
+    check_model_fits(config, data.input_dim, data.n_classes)
+    if on_start is not None:
+        on_start(config)
 
     bar = _epoch_bar(config.epochs, f"{config.name} / {framework} / seed {config.seed}") if notebook_bar else None
 
@@ -295,10 +318,10 @@ def compare(
         >>> comparison.table
         >>> comparison.figures()["accuracy_bars"]
     """
-    from ftmed.grid import default_jobs, plan, read_planned, run_study
+    from ftmed.grid import check_distinct_seeds, default_jobs, plan, read_planned, run_study
     from ftmed.console import progress_bar
     from ftmed.executors import make_executor
-    from ftmed_core.config import MAX_SEED
+    from ftmed_core.config import MAX_SEED, check_epochs, check_model_fits
     from ftmed_core.data import ensure_data, load_npz, prepare
     from ftmed_core.frameworks import parse_frameworks
     from ftmed_core.records import RECORD_FILE
@@ -313,19 +336,18 @@ def compare(
     for fw in fws:
         require_framework(fw)
     seed_list = _as_list(seeds, "seeds", int)
+    check_distinct_seeds(seed_list)
     if jobs is None:
         jobs = default_jobs(accelerator, devices)
     if jobs < 1:
         raise ConfigError(f"--jobs must be >= 1, got {jobs}")
     if any(not 0 <= s <= MAX_SEED for s in seed_list):
         raise ConfigError(f"seeds must be integers from 0 to {MAX_SEED} (2**32 - 1), got {seeds}")
-    if epochs is not None and epochs < 1:
-        raise ConfigError(f"epochs must be >= 1, got {epochs}")
+    if epochs is not None:
+        check_epochs(epochs)
     check_margin(margin)
     pool = make_executor(executor, address, jobs)
-    runs_dir = Path(runs_dir)
-    if runs_dir.exists() and not (runs_dir.is_dir() and os.access(runs_dir, os.R_OK | os.W_OK | os.X_OK)):
-        raise ConfigError(f"runs directory {runs_dir} is not a readable, writable directory")
+    runs_dir = check_runs_dir(runs_dir)
 
     uri = resolve_uri(mlflow, runs_dir)
     RuntimeConfig(tensorboard=tensorboard, mlflow=uri)  # a missing tensorboard/mlflow: one line, before any data
@@ -336,13 +358,19 @@ def compare(
     with progress:
         path = ensure_data(ds, sz, data_dir, progress=update)
     raw = load_npz(path, ds, sz)  # validate before anything is written
-    source = data_summary(prepare(raw, first.val_mode, first.val_fraction))
+    prepared = prepare(raw, first.val_mode, first.val_fraction)
+    source = data_summary(prepared)
 
     cores = resolve_threads(RuntimeConfig())
     per_job = threads or pool.default_threads(cores)
     runtime = RuntimeConfig(accelerator=accelerator, devices=devices, precision=precision, threads=per_job,
                             progress=False, tensorboard=tensorboard, mlflow=uri,
                             steps_per_execution=steps_per_execution, cuda_graphs=cuda_graphs)
+    if runtime_needs_check(runtime):
+        for fw in fws:
+            check_runtime(fw, runtime)
+    for variant in chosen:
+        check_model_fits(variant.config, prepared.input_dim, prepared.n_classes)
     if runtime.mlflow:
         prepare_store(runtime.mlflow)
     planned = plan(chosen, fws, seed_list, data_md5=raw.md5, precision=runtime.precision, epochs=epochs,

@@ -19,8 +19,12 @@ def progress_bar(description: str):
     """A rich progress callback `(done, total)` and the Progress context it lives in."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
+    from rich.console import Console
+
+    # On stderr, and off where that is no terminal: a transient bar there would leave only an empty line.
+    console = Console(stderr=True)
     progress = Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                        TransferSpeedColumn(), transient=True)
+                        TransferSpeedColumn(), transient=True, console=console, disable=not console.is_terminal)
     task = progress.add_task(description, total=None)
 
     def update(done: int, total: int | None) -> None:

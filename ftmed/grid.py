@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
+from ftmed_core.errors import ConfigError
 from ftmed.worker import BUSY_EXIT  # the worker's exit code for a run another process has claimed
 
 if TYPE_CHECKING:
@@ -62,14 +63,28 @@ class Job:
         return f"{self.config.name} / {self.framework} / seed {self.config.seed}"
 
 
+def check_distinct_seeds(seeds: Sequence[int]) -> None:
+    """ConfigError naming any seed listed more than once: each seed is one run, counted once."""
+    repeated = sorted({s for s in seeds if list(seeds).count(s) > 1})
+    if repeated:
+        raise ConfigError(f"seed {', '.join(map(str, repeated))} is listed more than once in "
+                          f"{','.join(map(str, seeds))}; each seed is one run, list it once")
+
+
 def plan(variants: Sequence[Variant], frameworks: Sequence[str], seeds: Sequence[int], *, data_md5: str,
          precision: str, epochs: int | None = None, dataset: str | None = None, size: int | None = None,
          data_dir: str | Path | None = None, shuffle: str | None = None) -> list[Job]:
     """One Job per variant x seed x framework, in that order; `epochs`, `dataset`, `size` and `shuffle`
-    replace the variant's value when given, and the run key names `data_md5` and `precision`."""
+    replace the variant's value when given, and the run key names `data_md5` and `precision`.
+
+    One run is one observation: a seed listed twice, or two variants that compute the same thing (their
+    configurations differ in name only), would count one run twice, so either is a ConfigError naming them.
+    """
     from ftmed_core.records import run_key
 
+    check_distinct_seeds(seeds)
     jobs = []
+    named: dict[str, str] = {}  # run key -> the variant that claimed it
     for variant in variants:
         for seed in seeds:
             for framework in frameworks:
@@ -77,7 +92,14 @@ def plan(variants: Sequence[Variant], frameworks: Sequence[str], seeds: Sequence
                                  **{k: v for k, v in (("epochs", epochs), ("dataset", dataset), ("size", size),
                                                       ("shuffle", shuffle))
                                     if v is not None})
-                jobs.append(Job(framework, config, run_key(framework, config, data_md5, precision)))
+                key = run_key(framework, config, data_md5, precision)
+                twin = named.setdefault(key, variant.name)
+                if twin != variant.name:
+                    raise ConfigError(
+                        f"variants {twin!r} and {variant.name!r} have the same configuration here (they differ in "
+                        f"name only, after --epochs/--shuffle/--dataset/--size), so they would be one run counted "
+                        f"twice; drop one or make them differ")
+                jobs.append(Job(framework, config, key))
     return jobs
 
 

@@ -35,12 +35,19 @@ def resolve_uri(mlflow: bool | str | Path | None, runs_dir: str | Path) -> str |
 def prepare_store(uri: str) -> None:
     """Open (and on first use create) the store and the experiment once, before any run logs to it: a bad
     URI fails here in one line, and parallel workers never race to create the same database."""
-    client = _client(uri)
     if uri.startswith("sqlite:///"):
-        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(uri[len("sqlite:///"):]).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"MLflow store {uri} cannot be used: its folder {folder} cannot be created "
+                              f"({exc.strerror or exc}); pass --mlflow-uri a writable folder or URI") from None
     try:
+        client = _client(uri)
         if client.get_experiment_by_name(tracking.EXPERIMENT) is None:
             client.create_experiment(tracking.EXPERIMENT, tracking.artifact_location(uri))
+    except ConfigError:
+        raise
     except Exception as exc:  # MlflowException and the store's own errors: one line, not a traceback
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"MLflow store {uri} cannot be used: {first}") from None

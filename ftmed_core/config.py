@@ -181,6 +181,9 @@ def _check_choice(what: str, value: Any, choices: tuple) -> None:
 # Both frameworks seed numpy's legacy generator (keras.utils.set_random_seed, Lightning's seed_everything),
 # which takes 0 <= seed < 2**32; torch and the core's generators accept more, so numpy's range is the study's.
 MAX_SEED = 2**32 - 1
+# An upper bound a run can express: far beyond any study (the default is 20), small enough that a typo such
+# as 99999999999999999999 is refused instead of training until killed.
+MAX_EPOCHS = 100_000
 
 
 def validate(config: ExperimentConfig) -> None:
@@ -198,13 +201,54 @@ def validate(config: ExperimentConfig) -> None:
         raise ConfigError(f"hidden units must be positive integers, got {list(config.hidden_units)}")
     if config.batch_size < 1:
         raise ConfigError(f"batch size must be >= 1, got {config.batch_size}")
-    if config.epochs < 1:
-        raise ConfigError(f"epochs must be >= 1, got {config.epochs}")
+    check_epochs(config.epochs)
     if not isinstance(config.seed, int) or not 0 <= config.seed <= MAX_SEED:
         raise ConfigError(f"seed must be an integer from 0 to {MAX_SEED} (2**32 - 1), got {config.seed!r}")
     if not 0.0 < config.val_fraction < 1.0:
         raise ConfigError(f"validation fraction must be in (0, 1), got {config.val_fraction}")
     validate_optimizer(config.optimizer)
+
+
+def check_epochs(epochs: int) -> int:
+    """`epochs` if it is an integer from 1 to MAX_EPOCHS, else ConfigError naming it and the range."""
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or not 1 <= epochs <= MAX_EPOCHS:
+        raise ConfigError(f"epochs must be an integer from 1 to {MAX_EPOCHS:,}, got {epochs!r}")
+    return epochs
+
+
+# Bytes a float32 parameter costs while training: the weight, its gradient and up to two optimizer slots
+# (Adam's moments). Activations are small beside this for an MLP at these batch sizes.
+BYTES_PER_PARAMETER = 4 * 4
+
+
+def parameter_count(hidden_units: tuple[int, ...], input_dim: int, n_classes: int) -> int:
+    """Weights and biases of the MLP input_dim -> hidden_units -> n_classes."""
+    widths = (input_dim, *hidden_units, n_classes)
+    return sum((a + 1) * b for a, b in zip(widths, widths[1:]))
+
+
+def physical_memory() -> int | None:
+    """This machine's physical memory in bytes, or None where the OS does not say."""
+    import os
+
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_model_fits(config: ExperimentConfig, input_dim: int, n_classes: int, memory: int | None = None) -> None:
+    """ConfigError, before anything is allocated, when training the network would need more than `memory`
+    bytes (default: this machine's physical memory) for parameters, gradients and optimizer state."""
+    memory = physical_memory() if memory is None else memory
+    if memory is None:
+        return
+    needed = parameter_count(config.hidden_units, input_dim, n_classes) * BYTES_PER_PARAMETER
+    if needed > memory:
+        raise ConfigError(
+            f"hidden units {'-'.join(map(str, config.hidden_units))} on {input_dim} inputs need about "
+            f"{needed / 2**30:,.1f} GiB to train (weights, gradients, optimizer state), more than this machine's "
+            f"{memory / 2**30:,.1f} GiB; choose smaller widths")
 
 
 def parse_hidden(text: str) -> tuple[int, ...]:

@@ -43,6 +43,15 @@ def data_path(dataset: str, size: int, data_dir: str | os.PathLike | None = None
     return root / npz_filename(dataset, size)
 
 
+def check_not_a_directory(path: Path) -> None:
+    """DataError when a directory (or anything else that is not a file) stands where the data file belongs."""
+    if path.is_dir():
+        raise DataError(f"{path} is a directory, not a MedMNIST .npz file; move it away (then ftmed data download "
+                        f"or ftmed data synth), or pass --data-dir the folder that holds the file")
+    if path.exists() and not path.is_file():
+        raise DataError(f"{path} is not a regular file; remove it or pass --data-dir another folder")
+
+
 def file_md5(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
     digest = hashlib.md5(usedforsecurity=False)
     with open(path, "rb") as handle:
@@ -127,6 +136,7 @@ def ensure_data(
     path = data_path(dataset, size, data_dir)
     if path.is_file():
         return path
+    check_not_a_directory(path)
     if not allow_download:
         raise DataError(f"{path} does not exist; {manual_download_hint(info, size, path)}")
     return download(dataset, size, data_dir, progress=progress)
@@ -160,12 +170,13 @@ def load_npz(path: str | os.PathLike, dataset: str, size: int) -> RawDataset:
     The file is unpacked once into a cache of `.npy` files checked against its MD5 (`npy_cache.unpacked`);
     the images are memory-mapped from there, so memory does not grow with the file.
     """
-    from ftmed_core.npy_cache import open_array, unpacked
+    from ftmed_core.npy_cache import discard, unpacked
 
     path = Path(path)
     info = dataset_info(dataset)
     if size not in info.urls:
         raise DataError(f"{dataset} has no size {size}; available: {', '.join(map(str, info.urls))}")
+    check_not_a_directory(path)
     if not path.is_file():
         raise DataError(f"{path} does not exist; {manual_download_hint(info, size, path)}")
     try:
@@ -175,6 +186,17 @@ def load_npz(path: str | os.PathLike, dataset: str, size: int) -> RawDataset:
     if not zipfile.is_zipfile(path):
         raise DataError(f"{path} is truncated or corrupt (not a zip archive); delete it and download it again")
     folder, manifest = unpacked(path, md5)
+    try:
+        return _validated(path, dataset, size, info, md5, folder, manifest)
+    except DataError:
+        discard(path, md5)  # an invalid file leaves no unpacked copy behind
+        raise
+
+
+def _validated(path: Path, dataset: str, size: int, info, md5: str, folder: Path, manifest: dict) -> RawDataset:
+    """`load_npz`'s checks of the unpacked arrays; DataError naming the first problem."""
+    from ftmed_core.npy_cache import open_array
+
     keys = set(manifest["arrays"])
     missing = [f"{s}_{k}" for s in SPLITS for k in ("images", "labels") if f"{s}_{k}" not in keys]
     if missing:

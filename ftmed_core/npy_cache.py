@@ -20,6 +20,7 @@ sizes). `<root>` is the `.npz`'s folder when it is writable, else `$FTMED_CACHE_
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -76,7 +77,8 @@ def _read_header(stream, name: str, path: Path) -> tuple[tuple, bool, np.dtype, 
         raise DataError(f"{path}: member {name} has no valid array header ({exc}); "
                         f"the file is corrupt or not a MedMNIST file") from None
     if dtype.hasobject:
-        raise DataError(f"{path}: member {name} holds Python objects ({dtype}); MedMNIST files hold plain arrays")
+        raise DataError(f"{path}: member {name} holds pickled Python objects ({dtype}), which ftmed never loads; "
+                        f"MedMNIST files hold plain numeric arrays (ftmed data download, or ftmed data synth)")
     return tuple(shape), bool(fortran), dtype, stream.tell()
 
 
@@ -187,6 +189,8 @@ def _build(npz: Path, md5: str, root: Path) -> Path:
                     size = _copy_member(zf, info, headers[info.filename], tmp / f"{key}.npy", npz)
                     shape, fortran, dtype, _ = headers[info.filename]
                     arrays[key] = {"shape": list(shape), "dtype": dtype.str, "bytes": size}
+        except DataError:  # a member check's own message (e.g. pickled objects) says more than "corrupt"
+            raise
         except (zipfile.BadZipFile, EOFError, ValueError, zipfile.LargeZipFile) as exc:
             raise DataError(f"{npz} is truncated or corrupt ({type(exc).__name__}: {exc}); "
                             f"delete it and download or generate it again") from None
@@ -209,6 +213,15 @@ def _build(npz: Path, md5: str, root: Path) -> Path:
     return final
 
 
+def discard(npz: str | os.PathLike, md5: str) -> None:
+    """Remove the cache of `npz` at `md5` (a file found invalid is not worth keeping unpacked), and the cache
+    folder itself once empty."""
+    root = cache_root(Path(npz))
+    shutil.rmtree(root / md5, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        root.rmdir()  # only when empty: other files' caches stay
+
+
 def unpacked(npz: str | os.PathLike, md5: str) -> tuple[Path, dict]:
     """The cache folder of `npz` (whose MD5 the caller computed) and its manifest; built when missing.
 
@@ -225,6 +238,9 @@ def unpacked(npz: str | os.PathLike, md5: str) -> tuple[Path, dict]:
     try:
         folder = _build(npz, md5, root)
         _remove_stale(root, keep=md5)
+    except DataError:
+        discard(npz, md5)
+        raise
     except OSError as exc:
         raise DataError(f"cannot unpack {npz.name} into its cache {root}: {exc.strerror or exc} "
                         f"(set {CACHE_DIR_ENV} to a folder with room for the uncompressed arrays)") from None

@@ -232,7 +232,7 @@ def validate_optimizer(opt: OptimizerConfig) -> OptimizerConfig:
             f"unknown optimizer semantics {opt.semantics!r}; choose one of: {', '.join(OPTIMIZER_SEMANTICS)}"
         )
     if not (math.isfinite(opt.learning_rate) and opt.learning_rate > 0):
-        raise ConfigError(f"learning rate must be a positive number, got {opt.learning_rate!r}")
+        raise ConfigError(f"learning rate must be a positive, finite number such as 0.001, got {opt.learning_rate!r}")
     for name in ("beta_1", "beta_2", "rho"):
         value = getattr(opt, name)
         if not 0.0 <= value < 1.0:
@@ -241,10 +241,10 @@ def validate_optimizer(opt: OptimizerConfig) -> OptimizerConfig:
         raise ConfigError(f"momentum must be in [0, 1), got {opt.momentum!r}")
     if not (opt.epsilon >= 0 and math.isfinite(opt.epsilon)):
         raise ConfigError(f"epsilon must be a non-negative number, got {opt.epsilon!r}")
-    if opt.weight_decay < 0:
-        raise ConfigError(f"weight_decay must be >= 0, got {opt.weight_decay!r}")
-    if opt.initial_accumulator_value < 0:
+    if not (opt.weight_decay >= 0 and math.isfinite(opt.weight_decay)):
+        raise ConfigError(f"weight_decay must be a finite number >= 0, got {opt.weight_decay!r}")
+    if not (opt.initial_accumulator_value >= 0 and math.isfinite(opt.initial_accumulator_value)):
         raise ConfigError(
-            f"initial_accumulator_value must be >= 0, got {opt.initial_accumulator_value!r}"
+            f"initial_accumulator_value must be a finite number >= 0, got {opt.initial_accumulator_value!r}"
         )
     return opt

@@ -198,16 +198,19 @@ def write_record(run_dir: Path, record: RunRecord, probabilities: np.ndarray | N
     return run_dir / RECORD_FILE
 
 
-class RecordDamaged(RunError):
-    """A run directory whose record or test arrays cannot be used; `path` names the bad file."""
+_REDO_HINT = ("`ftmed compare` or `ftmed train` of that run moves its folder aside (kept as <run>.damaged-<time>) "
+              "and redoes it, or move the folder away yourself")
 
-    def __init__(self, path: Path, reason: str):
-        self.path, self.reason = Path(path), reason
-        super().__init__(f"{path}: {reason}; `ftmed compare` or `ftmed train` of that run moves its folder aside "
-                         f"(kept as <run>.damaged-<time>) and redoes it, or move the folder away yourself")
+
+class RecordDamaged(RunError):
+    """A run directory whose record or test arrays cannot be used; `path` names the bad file, `hint` what to do."""
+
+    def __init__(self, path: Path, reason: str, hint: str = _REDO_HINT):
+        self.path, self.reason, self.hint = Path(path), reason, hint
+        super().__init__(f"{path}: {reason}; {hint}")
 
     def __reduce__(self):
-        return (RecordDamaged, (self.path, self.reason))
+        return (RecordDamaged, (self.path, self.reason, self.hint))
 
 
 RECORD_STATUSES = ("finished", "failed", "running")
@@ -267,8 +270,8 @@ def record_from_payload(payload: Any, path: Path) -> RunRecord:
 def read_record(run_dir: Path) -> RunRecord | None:
     """The run's record, or None when it has none yet (never started, or interrupted).
 
-    RecordDamaged (a RunError) when the file is unreadable, truncated, not JSON, or fails
-    `record_from_payload`'s checks.
+    RecordDamaged (a RunError) when the file is unreadable, truncated, not JSON, nested beyond what the
+    parser can follow, or fails `record_from_payload`'s checks.
     """
     path = Path(run_dir) / RECORD_FILE
     if not path.is_file():
@@ -278,6 +281,8 @@ def read_record(run_dir: Path) -> RunRecord | None:
     except (OSError, ValueError) as exc:
         reason = "is truncated or not JSON" if isinstance(exc, ValueError) else f"cannot be read ({exc})"
         raise RecordDamaged(path, f"{reason} ({str(exc)[:80]})") from None
+    except RecursionError:  # json's parser recurses per level; a record is a few levels deep
+        raise RecordDamaged(path, "is not a run record (JSON nested too deeply to read)") from None
     return record_from_payload(payload, path)
 
 
@@ -336,8 +341,12 @@ def scan_records(runs_dir: Path, arrays: bool = True) -> tuple[list[RunRecord], 
 
     `arrays`: also check each finished run's test arrays (`check_arrays`). Runs moved aside
     (`<run>.replaced-*`, `<run>.damaged-*`) are skipped.
+
+    One run is one observation: a folder holding a copy of another folder's run (the same run key, e.g. a
+    run folder copied under another name) is listed among the damaged, naming the run it copies; the record
+    kept is the one in the folder named after its run key (else the first in name order).
     """
-    records, damaged = [], []
+    found, damaged = [], []
     for entry in _run_dirs(runs_dir):
         try:
             record = read_record(entry)
@@ -347,7 +356,17 @@ def scan_records(runs_dir: Path, arrays: bool = True) -> tuple[list[RunRecord], 
             damaged.append(exc)
             continue
         if record is not None:
+            found.append((entry, record))
+    kept: dict[str, Path] = {}
+    for entry, record in sorted(found, key=lambda item: (item[0].name != item[1].run_key, item[0].name)):
+        kept.setdefault(record.run_key, entry)
+    records = []
+    for entry, record in found:
+        if kept[record.run_key] == entry:
             records.append(record)
+        else:
+            damaged.append(RecordDamaged(entry / RECORD_FILE, f"copies run {record.run_key}, which is counted "
+                                         f"once, from {kept[record.run_key].name}", "move the copy out of the folder"))
     return records, damaged
 
 

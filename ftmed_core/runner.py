@@ -18,7 +18,7 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from ftmed_core.config import ExperimentConfig, RuntimeConfig
+from ftmed_core.config import ExperimentConfig, RuntimeConfig, check_model_fits
 from ftmed_core.data import ExperimentData, load_experiment_data
 from ftmed_core.errors import RunError
 from ftmed_core.locks import holder, run_lock_path, try_claim
@@ -208,10 +208,12 @@ def run_experiment(
     Claims and damage (rank zero only): the run is claimed (`ftmed_core.locks`) before its record is read,
     until the new one is written; RunInProgress (a RunError) when another live process holds the claim.
     A run whose record or test arrays are damaged (`inspect_run`) is moved to `<run>.damaged-<time>`, one
-    line says so on stderr, and it is trained again.
+    line says so on stderr, and it is trained again. A network too large for this machine's memory is a
+    ConfigError before anything is claimed or written.
     """
     runtime = runtime or RuntimeConfig()
     data = data if data is not None else load_experiment_data(config)
+    check_model_fits(config, data.input_dim, data.n_classes)  # a network too big for memory: no claim, no folder
     record = new_record(framework, config, runtime, data_summary(data))
     run_dir = Path(run_dir) if run_dir is not None else Path(runs_dir) / record.run_key
     if not rank_zero:

@@ -11,7 +11,8 @@
 
 Validation reports every mistake in the file, one line each (`file: variant 'x': problem`): an unknown
 field, a value of the wrong type, a bad value (the config's own validation), a duplicate name, a name that
-is a registry variant. `seed` and `data_dir` are not variant fields: `compare` sets them for every run.
+is a registry variant. A file is UTF-8 TOML of at most 1 MiB. `seed` and `data_dir` are not variant
+fields: `compare` sets them for every run.
 
 Standard library only (tomllib, or tomli on Python 3.10), like the rest of the core.
 """
@@ -31,6 +32,10 @@ GROUP = "file"  # the group name of a file's variants (`--variants file` selects
 META_KEYS = ("name", "purpose", "base")
 PROTOCOL_KEYS = {"seed": "seeds are chosen per run (--seeds)", "data_dir": "the data folder is chosen per run (--data-dir)"}
 
+# A variants file is hand-written and short; a bound keeps a wrong file (a data set, a binary) from being
+# parsed for minutes. 1 MiB holds thousands of variants.
+MAX_FILE_BYTES = 1 << 20
+
 _DEFAULTS_EXPERIMENT = ExperimentConfig()
 _DEFAULTS_OPTIMIZER = OptimizerConfig()
 EXPERIMENT_FIELDS = tuple(f.name for f in fields(ExperimentConfig)
@@ -44,14 +49,27 @@ def _load_toml(path: Path) -> dict:
     else:  # pragma: no cover - Python 3.10
         import tomli as tomllib
     try:
+        if path.is_dir():
+            raise ConfigError(f"variants file {path} is a directory; pass the .toml file itself")
         with open(path, "rb") as handle:
-            return tomllib.load(handle)
+            blob = handle.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(f"variants file {path} does not exist") from None
     except OSError as exc:
         raise ConfigError(f"variants file {path} cannot be read: {exc.strerror or exc}") from None
+    if len(blob) > MAX_FILE_BYTES:
+        raise ConfigError(f"variants file {path} is larger than {MAX_FILE_BYTES // 2**20} MiB; a variants file is a "
+                          f"short hand-written TOML list (README: 'Your own variants')")
+    try:
+        text = blob.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"variants file {path} is not UTF-8 text (byte {exc.start}); it must be a TOML file") from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid TOML: nested too deeply") from None
 
 
 def _type_name(value: Any) -> str:

@@ -48,6 +48,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from ftmed_core.config import ExperimentConfig, RuntimeConfig
 from ftmed_core.data import ExperimentData
+from ftmed_core.errors import ConfigError
 from ftmed_core.protocol import Weights
 from ftmed_core.records import HISTORY_KEYS
 from ftmed_core.runner import EpochCallback, FitResult, make_train, resolve_threads, show_progress
@@ -117,6 +118,33 @@ def resolve_strategy(runtime: RuntimeConfig) -> str:
     if runtime.strategy == "ddp" and not _externally_launched():
         return "ddp_spawn"
     return runtime.strategy
+
+
+def check_runtime(runtime: RuntimeConfig) -> None:
+    """ConfigError, before a run is claimed, for a request Lightning would refuse or quietly change mid-run:
+    an accelerator this machine lacks, several CPU devices without a DDP strategy (Lightning's default would
+    re-execute the command once per device), 16-bit mixed precision on CPU (Lightning would train in bf16 and
+    record two different precisions), an unknown strategy name."""
+    from lightning.pytorch.strategies import StrategyRegistry
+
+    if runtime.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"accelerator {runtime.accelerator!r}: torch sees no CUDA GPU on this machine; "
+                          "use --accelerator cpu (or auto)")
+    mps = getattr(torch.backends, "mps", None)
+    if runtime.accelerator == "mps" and not (mps is not None and mps.is_available()):
+        raise ConfigError("accelerator 'mps': torch sees no Apple MPS device on this machine; use --accelerator cpu "
+                          "(or auto)")
+    known = ("auto", *StrategyRegistry.available_strategies())
+    if runtime.strategy not in known:
+        raise ConfigError(f"unknown Lightning strategy {runtime.strategy!r}; choose auto, ddp, ddp_spawn, or one of "
+                          f"Lightning's registered strategies")
+    on_cpu = runtime.accelerator == "cpu" or (runtime.accelerator == "auto" and not _uses_cuda(runtime)
+                                              and not (mps is not None and mps.is_available()))
+    if on_cpu and runtime.devices > 1 and not runtime.strategy.startswith("ddp"):
+        raise ConfigError(f"devices={runtime.devices} on CPU needs --strategy ddp (one process per device); "
+                          "for speed on one machine use --devices 1 and --threads, or compare --jobs")
+    if on_cpu and runtime.precision == "16-mixed":
+        raise ConfigError("precision 16-mixed needs a CUDA GPU; on CPU use --precision 32 (parity) or bf16-mixed")
 
 
 def _uses_cuda(runtime: RuntimeConfig) -> bool:

@@ -65,12 +65,12 @@ def test_data_download_offline_is_one_clear_line(tmp_path, monkeypatch):
     [
         (["train", "-f", "pytorch"], ["'pytorch' is not one of"]),
         (["train", "-f", "lightning", "--optimizer", "adamz"], ["'adamz' is not one of"]),
-        (["train", "-f", "lightning", "--lr", "-0.1"], ["learning rate must be a positive number"]),
-        (["train", "-f", "lightning", "--lr", "0"], ["learning rate must be a positive number"]),
+        (["train", "-f", "lightning", "--lr", "-0.1"], ["learning rate must be a positive, finite number"]),
+        (["train", "-f", "lightning", "--lr", "0"], ["learning rate must be a positive, finite number"]),
         (["train", "-f", "keras", "--hidden", ""], ["at least one layer"]),
         (["train", "-f", "keras", "--hidden", "512,abc"], ["comma-separated integers"]),
         (["train", "-f", "keras", "--variant", "nope"], ["unknown variant 'nope'", "baseline"]),
-        (["train", "-f", "keras", "--epochs", "0"], ["epochs must be >= 1"]),
+        (["train", "-f", "keras", "--epochs", "0"], ["epochs must be an integer from 1 to 100,000"]),
         (["train", "-f", "keras", "--dataset", "chestmnist"], ["multi-label"]),
         (["train", "-f", "keras", "--size", "32"], ["image size", "28, 64, 128, 224"]),
         (["train", "-f", "keras", "--output-activation", "relu"], ["'relu' is not one of"]),
@@ -115,7 +115,7 @@ def test_unreadable_runs_dir(tmp_path, tiny_synth_dir):
     blocker = tmp_path / "runs"
     blocker.write_text("a file, not a directory")
     result = invoke("compare", "--data-dir", tiny_synth_dir, "--runs-dir", blocker)
-    assert_one_line_error(result, "not a readable, writable directory")
+    assert_one_line_error(result, "is a file, not a folder")
     assert blocker.read_text() == "a file, not a directory"
     assert_one_line_error(invoke("report", blocker), "does not exist or is not a directory")
 

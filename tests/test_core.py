@@ -61,7 +61,7 @@ def test_variant_selection():
     [
         ({"hidden_units": ()}, "at least one layer"),
         ({"output_activation": "relu6"}, "choose one of: softmax"),
-        ({"epochs": 0}, "epochs must be >= 1"),
+        ({"epochs": 0}, "epochs must be an integer from 1 to 100,000"),
         ({"val_mode": "random"}, "choose one of: holdout, official"),
         ({"optimizer": replace(optimizer_config("adam"), learning_rate=-1.0)}, "positive"),
         ({"size": 32}, "image size"),

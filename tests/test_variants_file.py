@@ -76,7 +76,7 @@ def test_fields_apply_on_top_of_the_baseline_or_a_named_base(tmp_path):
     ('[[variant]]\nname = "x"\nnesterov = 1\n', "field 'nesterov' must be true or false"),
     ('[[variant]]\nname = "x"\n[[variant]]\nname = "x"\nbatch_size = 8\n', "variant 'x': duplicate name"),
     ('[[variant]]\nname = "baseline"\n', "variant 'baseline': the name is already a registry variant"),
-    ('[[variant]]\nname = "x"\nlearning_rate = -1.0\n', "bad value: learning rate must be a positive number"),
+    ('[[variant]]\nname = "x"\nlearning_rate = -1.0\n', "bad value: learning rate must be a positive, finite number"),
     ('[[variant]]\nname = "x"\nhidden_activation = "relu6"\n', "bad value: unknown hidden activation 'relu6'"),
     ('[[variant]]\nname = "x"\nseed = 3\n', "field 'seed' cannot be set per variant"),
     ('[[variant]]\nname = "x"\nbase = "nope"\n', "field 'base' must name a registry variant"),
