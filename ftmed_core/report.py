@@ -25,7 +25,8 @@ import numpy as np
 
 from ftmed_core.records import FRAMEWORKS, RunRecord, atomic_write_text, load_probabilities
 from ftmed_core.stats import (
-    holm, paired_difference, paired_power, seeds_needed, summarize, tost, tost_power, welch, welch_power,
+    TIE, constant_text, holm, paired_difference, paired_power, seeds_needed, summarize, tost, tost_power, welch,
+    welch_power,
 )
 from ftmed_core.variants import VARIANTS
 
@@ -123,14 +124,23 @@ def _paired_accuracies(records: list[RunRecord], other: str = "keras") -> tuple[
 
     A seed fixes the initial weights and the batch order for both frameworks, so the two runs of a seed
     start identical and differ only by rounding: the per-seed difference is the quantity to test. With
-    fewer than two common seeds, fall back to Welch's unpaired comparison of all finished runs.
+    disjoint seed sets, Welch's unpaired comparison of all finished runs (untested where a side has fewer
+    than two). With exactly one common seed and two or more per side the
+    method is "not comparable": pairing needs two, and an unpaired test would count that seed's identical
+    start on both sides.
     """
-    by_seed = {fw: {r.config["seed"]: 100.0 * r.test["accuracy"] for r in records
-                    if r.finished and r.framework == fw} for fw in ("lightning", other)}
+    by_seed = {fw: _accuracy_by_seed(records, fw) for fw in ("lightning", other)}
     common = sorted(set(by_seed["lightning"]) & set(by_seed[other]))
     if len(common) >= 2:
         return [by_seed["lightning"][s] for s in common], [by_seed[other][s] for s in common], "paired"
+    if common and min(len(by_seed["lightning"]), len(by_seed[other])) >= 2:
+        return [], [], "not comparable"
     return list(by_seed["lightning"].values()), list(by_seed[other].values()), "welch"
+
+
+def _not_comparable_reason(common: list) -> str:
+    return (f"not comparable: only seed {common[0]} finished on both sides (pairing needs >= 2 common seeds, "
+            f"and an unpaired test would use seed {common[0]} on both sides)")
 
 
 # What `ftmed_core.protocol` draws a run's start from, besides the seed: initial weights from the layer
@@ -150,33 +160,73 @@ def _accuracy_by_seed(records: list[RunRecord], framework: str | None = None) ->
             if r.finished and (framework is None or r.framework == framework)}
 
 
-def _seed_means(records: list[RunRecord], frameworks: list[str]) -> dict:
-    """Per seed, the mean accuracy over `frameworks`, for seeds every one of them finished: one number per
-    seed, because a seed's runs in different frameworks start identical and are one observation."""
-    per = [_accuracy_by_seed(records, fw) for fw in frameworks]
-    seeds = set.intersection(*(set(p) for p in per)) if per else set()
-    return {s: float(np.mean([p[s] for p in per])) for s in sorted(seeds)}
+def _seed_means(records: list[RunRecord], base_runs: list[RunRecord], frameworks: list[str]) -> tuple[dict, dict, list]:
+    """(variant, baseline, left_out): per seed, the mean accuracy over the frameworks that finished that seed
+    of the variant *and* of the baseline (one number per seed and side, because a seed's runs in different
+    frameworks start identical and are one observation; the same frameworks on both sides, so the
+    difference compares like with like). `left_out` names each framework with no such seed, with why."""
+    variant = {fw: _accuracy_by_seed(records, fw) for fw in frameworks}
+    base = {fw: _accuracy_by_seed(base_runs, fw) for fw in frameworks}
+    left_out = []
+    for fw in frameworks:
+        if not variant[fw]:
+            left_out.append(f"{fw}: no finished seed")
+        elif not base[fw]:
+            left_out.append(f"{fw}: no finished baseline seed")
+        elif not set(variant[fw]) & set(base[fw]):
+            left_out.append(f"{fw}: no seed finished in both variant and baseline")
+    seeds = sorted({s for fw in frameworks for s in variant[fw]})
+    means_v, means_b = {}, {}
+    for s in seeds:
+        both = [fw for fw in frameworks if s in variant[fw] and s in base[fw]]
+        if both:
+            means_v[s] = float(np.mean([variant[fw][s] for fw in both]))
+            means_b[s] = float(np.mean([base[fw][s] for fw in both]))
+    return means_v, means_b, left_out
 
 
-def _vs_view(variant: dict, base: dict, pair: bool) -> dict:
-    """variant - baseline accuracy (seed -> %): paired over common seeds when `pair` and >= 2 are common,
-    otherwise Welch over all seeds of each side. Each seed counts once per side."""
+def _vs_view(variant: dict, base: dict, pair: bool, left_out: list | None = None) -> dict:
+    """variant - baseline accuracy (seed -> %). When `pair` (the variant shares the baseline's start) the
+    method is paired, over the common seeds; with one common seed it is "not comparable" (a seed's two runs
+    start alike, so an unpaired test would count that start on both sides), with none Welch over the two
+    disjoint seed sets (or n/a where a side has fewer than 2). Without `pair`, Welch over all seeds of each side. A zero-spread difference is
+    `constant` (no p-value, no interval). `left_out`: frameworks a seed-mean view could not use, with why."""
     common = sorted(set(variant) & set(base))
-    if pair and len(common) >= 2:
+    extra = {"left_out": list(left_out or []), "constant": False, "reason": ""}
+    reason = ""
+    if not variant or not base:
+        reason = "n/a: no finished seed" if not variant else "n/a: no finished baseline seed"
+    elif pair and len(common) == 1 and min(len(variant), len(base)) >= 2:
+        reason = _not_comparable_reason(common)
+    if reason:
+        nan = float("nan")
+        method = "not comparable" if variant and base else ("paired" if pair else "welch")
+        return {"diff": nan, "low": nan, "high": nan, "p_value": nan, "df": nan, "method": method,
+                "n_a": len(variant), "n_b": len(base), "effect_size": nan, "effect_name": "d_z" if pair else "d",
+                **extra, "reason": reason}
+    if pair and common:
         a, b = [variant[s] for s in common], [base[s] for s in common]
         d = paired_difference(a, b)
-        spread = {"sd_diff": float(np.std(np.subtract(a, b), ddof=1))}
+        spread = {"sd_diff": float(np.std(np.subtract(a, b), ddof=1)) if len(a) > 1 else float("nan")}
         effect_name = "d_z"
     else:
         a, b = list(variant.values()), list(base.values())
         d = welch(a, b)
         spread = {"sd_variant": summarize(a).std, "sd_baseline": summarize(b).std}
         effect_name = "d"
+    extra["constant"] = d.constant
     return {"diff": d.diff, "low": d.low, "high": d.high, "p_value": d.p_value, "df": d.df, "method": d.method,
-            "n_a": d.n_a, "n_b": d.n_b, "effect_size": d.effect_size, "effect_name": effect_name, **spread}
+            "n_a": d.n_a, "n_b": d.n_b, "effect_size": d.effect_size, "effect_name": effect_name, **spread,
+            **extra}
 
 
 def _vs_verdict(view: dict) -> str:
+    """better/worse: Holm-adjusted p < ALPHA; within seed noise: these seeds did not reach it. A constant
+    difference and a not-comparable view state that instead, with no test."""
+    if view.get("constant"):
+        return constant_text(view["diff"], min(view["n_a"], view["n_b"]), view["method"] == "paired")
+    if view.get("reason"):
+        return view["reason"]
     p = view.get("p_holm", float("nan"))
     if math.isnan(p):
         return "n/a (need >= 2 seeds each)"
@@ -195,6 +245,8 @@ def _tost_seeds_needed(a: list, b: list, method: str, margin: float) -> int | No
         sd = float(np.std(np.subtract(a, b), ddof=1))
     else:
         sd = math.hypot(summarize(a).std, summarize(b).std)
+    if sd <= TIE:  # a zero measured spread says nothing about the spread to plan for
+        return None
     return seeds_needed(lambda n: tost_power(n, sd, margin, ALPHA), POWER)
 
 
@@ -249,11 +301,19 @@ def build_rows(records: list[RunRecord], margin: float = DEFAULT_MARGIN, baselin
         differences: dict = {}
         for other in (fw for fw in cells if fw != "lightning" and "lightning" in cells):
             a, b, method = _paired_accuracies(recs, other)
+            if method == "not comparable":
+                common = sorted(set(_accuracy_by_seed(recs, "lightning")) & set(_accuracy_by_seed(recs, other)))
+                nan = float("nan")
+                differences[other] = {"diff": nan, "low": nan, "high": nan, "p_value": nan, "tost_p": nan,
+                                      "margin": margin, "equivalent": False, "constant": False,
+                                      "verdict": _not_comparable_reason(common), "method": method, "n": 1,
+                                      "seeds_for_power": None}
+                continue
             d = paired_difference(a, b) if method == "paired" else welch(a, b)
             eq = tost(a, b, margin, ALPHA, paired=method == "paired")
             differences[other] = {"diff": d.diff, "low": d.low, "high": d.high, "p_value": d.p_value,
                                   "tost_p": eq.p_value, "margin": margin, "equivalent": eq.equivalent,
-                                  "verdict": eq.verdict, "method": method, "n": len(a),
+                                  "constant": d.constant, "verdict": eq.verdict, "method": method, "n": len(a),
                                   "seeds_for_power": _tost_seeds_needed(a, b, method, margin)}
         difference = differences.get("keras", {})
         vs_baseline: dict = {}
@@ -265,7 +325,8 @@ def build_rows(records: list[RunRecord], margin: float = DEFAULT_MARGIN, baselin
             views = {fw: _vs_view(_accuracy_by_seed(recs, fw), _accuracy_by_seed(base_runs, fw), pair)
                      for fw in frameworks}
             if len(frameworks) > 1:
-                views[SEED_MEAN] = _vs_view(_seed_means(recs, frameworks), _seed_means(base_runs, frameworks), pair)
+                means_v, means_b, left_out = _seed_means(recs, base_runs, frameworks)
+                views[SEED_MEAN] = _vs_view(means_v, means_b, pair, left_out)
             vs_baseline = {"_views": views}  # completed by _add_vs_baseline once every row is known
         base_config = VARIANTS[baseline].config if baseline in VARIANTS else experiment
         # Seeds and epochs are the study's protocol, not the variant's change: leave them out of "changes".
@@ -330,13 +391,22 @@ def vs_baseline_columns(frameworks) -> list[str]:
 
 
 def _vs_text(view: dict | None) -> str:
-    """'-2.10 pp [-3.40, -0.80], d_z=-2.9; paired n=3, Holm p=0.012 (m=4): worse'."""
+    """'-2.10 pp [-3.40, -0.80], d_z=-2.9; paired n=3, Holm p=0.012 (m=4): worse'; a constant or
+    not-comparable view gives its verdict alone (no interval, no p); frameworks a seed-mean view left out
+    follow in parentheses."""
     if not view:
         return ""
-    ci = f"[{_fmt(view['low'], '+.2f')}, {_fmt(view['high'], '+.2f')}]"
     n = f"n={view['n_a']}" if view["method"] == "paired" else f"n={view['n_a']} vs {view['n_b']}"
-    return (f"{_fmt(view['diff'], '+.2f')} pp {ci}, {view['effect_name']}={_fmt(view['effect_size'], '+.1f')}; "
-            f"{view['method']} {n}, Holm p={_fmt(view['p_holm'], '.3f')} (m={view['holm_m']}): {view['verdict']}")
+    if view.get("constant") or view.get("reason"):
+        text = f"{view['method']} {n}: {view['verdict']}" if view.get("constant") else view["verdict"]
+    else:
+        ci = f"[{_fmt(view['low'], '+.2f')}, {_fmt(view['high'], '+.2f')}]"
+        text = (f"{_fmt(view['diff'], '+.2f')} pp {ci}, {view['effect_name']}={_fmt(view['effect_size'], '+.1f')}; "
+                f"{view['method']} {n}, Holm p={_fmt(view['p_holm'], '.3f')} (m={view['holm_m']}): "
+                f"{view['verdict']}")
+    if view.get("left_out"):
+        text += f" ({'; '.join(view['left_out'])}: left out)"
+    return text
 
 
 def table_cells(row: Row, frameworks) -> list[str]:
@@ -352,7 +422,11 @@ def table_cells(row: Row, frameworks) -> list[str]:
     out.append(f"{params:,}" if params else "n/a")
     for other in compared_with_lightning(frameworks):
         d = row.differences.get(other) or (row.difference if other == "keras" else {})
-        if d:
+        if d and d["method"] == "not comparable":
+            out += ["n/a", d["verdict"]]
+        elif d and d.get("constant"):
+            out += [f"{_fmt(d['diff'], '+.2f')} (no spread)", d["verdict"]]
+        elif d:
             ci = f"[{_fmt(d['low'], '+.2f')}, {_fmt(d['high'], '+.2f')}]" if not math.isnan(d["low"]) else "[n/a]"
             out += [f"{_fmt(d['diff'], '+.2f')} {ci}", d["verdict"]]
         else:
@@ -386,13 +460,21 @@ def to_markdown(rows: list[Row], records: list[RunRecord], margin: float = DEFAU
         f"Equivalence: TOST at α={ALPHA} against ±{margin:g} pp on the same differences. "
         f"vs baseline: variant − baseline accuracy in pp with its 95 % CI and effect size, per framework"
         + (f" and for the per-seed mean over frameworks ({SEED_MEAN}: a seed's runs start identical in every "
-           f"framework, so they count once)" if len(frameworks) > 1 else "")
+           f"framework, so they count once; for each seed only the frameworks that finished both that seed of the "
+           f"variant and of the baseline, and a framework with no such seed is named and left out)"
+           if len(frameworks) > 1 else "")
         + f"; 'paired' = paired t test by seed (the variant starts from the baseline's initial weights and "
         f"batch order), effect d_z = mean difference / sd of the differences; 'Welch' = Welch's unequal-variance "
         f"t test, effect d = difference / sqrt of the mean of the two variances; n = seeds per side. "
         f"p-values are Holm-adjusted over the m variants compared with the baseline in that column (the CIs "
-        f"are not adjusted); 'within seed noise' means the study's single-run difference could be luck. study acc %: the study's single "
-        f"Keras run on PathMNIST.",
+        f"are not adjusted). Verdicts: 'better'/'worse' = Holm-adjusted p < {ALPHA} in that direction; "
+        f"'within seed noise' = these seeds did not reach Holm-adjusted p < {ALPHA} (not evidence that there is "
+        f"no difference, nor that the study's single-run difference was luck); 'identical in all n seeds' / "
+        f"'the same shift (+x pp) in all n seeds' = every seed's difference is the same, which leaves no spread "
+        f"to test against: no p-value, no interval, not counted in Holm's m; 'not comparable' = the two sides "
+        f"share only one seed (too few to pair, and an unpaired test would use that seed on both sides). "
+        f"TOST: 'equivalent (±m)' = both one-sided p < {ALPHA}; 'different (beyond ±m)' = the 90 % CI lies "
+        f"outside ±m; 'not shown equivalent' = neither. study acc %: the study's single Keras run on PathMNIST.",
     ]
     notes = power_notes(rows, margin)
     if notes:
