@@ -363,9 +363,10 @@ def compare(
     return comparison
 
 
-def report(runs_dir: str | Path = "runs", margin: float = DEFAULT_MARGIN) -> dict:
-    """Re-render every report output of `runs_dir` from its run records (what `ftmed report` does) and
-    return the outputs: `markdown`, `csv`, `json`, `plots`, `predictions`, `groups` (one per data file:
+def report(runs_dir: str | Path = "runs", margin: float = DEFAULT_MARGIN, out_dir: str | Path | None = None,
+           predictions: bool = True) -> dict:
+    """Re-render every report output of `runs_dir` from its run records (what `ftmed report` does) into
+    `out_dir` (default: `runs_dir`; `predictions=False`: no medmnist prediction files) and return the outputs: `markdown`, `csv`, `json`, `plots`, `predictions`, `groups` (one per data file:
     runs made on different files are never pooled) and `damaged` (runs left out, one error each).
 
     Example:
@@ -374,7 +375,7 @@ def report(runs_dir: str | Path = "runs", margin: float = DEFAULT_MARGIN) -> dic
     """
     from ftmed_core.report import render
 
-    return render(Path(runs_dir), None, margin)
+    return render(Path(runs_dir), None, margin, out_dir=out_dir, predictions=predictions)
 
 
 def load_runs(runs_dir: str | Path = "runs", margin: float = DEFAULT_MARGIN, data_md5: str | None = None) -> Comparison:

@@ -456,7 +456,7 @@ def to_markdown(rows: list[Row], records: list[RunRecord], margin: float = DEFAU
         f"Accuracy: test accuracy in %, mean ± sample std over seeds. Δacc: lightning − keras with a 95 % CI "
         f"(L−K: Keras on TensorFlow; L−K[jax], L−K[torch]: Keras on those backends, each against Lightning), "
         f"paired by seed (a seed gives both frameworks the same initial weights and batch order; Welch's "
-        f"unpaired CI where fewer than 2 seeds are common). "
+        f"unpaired CI where the two seed sets are disjoint, 'not comparable' where they share one seed). "
         f"Equivalence: TOST at α={ALPHA} against ±{margin:g} pp on the same differences. "
         f"vs baseline: variant − baseline accuracy in pp with its 95 % CI and effect size, per framework"
         + (f" and for the per-seed mean over frameworks ({SEED_MEAN}: a seed's runs start identical in every "
@@ -689,8 +689,10 @@ def _prefixed_csv(text: str, values: list[str], header: list[str], with_header: 
 
 
 def render(runs_dir: str | Path, records: list[RunRecord] | None = None, margin: float = DEFAULT_MARGIN,
-           baseline: str = "baseline") -> dict:
-    """Every report output for `records` (default: all usable records in `runs_dir`), written into `runs_dir`.
+           baseline: str = "baseline", out_dir: str | Path | None = None, predictions: bool = True) -> dict:
+    """Every report output for `records` (default: all usable records in `runs_dir`), written into `out_dir`
+    (default: `runs_dir`); `predictions=False` skips the medmnist prediction files (one CSV per run).
+    Given the same records, the outputs are the same bytes (tables, and plots: see `plots._save`).
 
     One process writes a runs folder's report at a time (`ftmed_core.locks.report_lock_path`), each file
     atomically. Runs whose record or test arrays are damaged are left out and listed under "damaged"
@@ -705,6 +707,7 @@ def render(runs_dir: str | Path, records: list[RunRecord] | None = None, margin:
 
     margin = check_margin(margin)
     runs_dir = Path(runs_dir)
+    out_dir = runs_dir if out_dir is None else Path(out_dir)
     damaged: list = []
     if records is None:
         records, damaged = scan_records(runs_dir)
@@ -715,17 +718,19 @@ def render(runs_dir: str | Path, records: list[RunRecord] | None = None, margin:
         raise RunError(f"{runs_dir} holds {what}; run `ftmed compare` or `ftmed train` first")
     rendered = [{"records": group, "rows": build_rows(group, margin, baseline)} for group in data_groups(records)]
     single = len(rendered) == 1
-    with claim(report_lock_path(runs_dir), stamp=False):  # stamp=False: a report run changes no file but its outputs
+    with claim(report_lock_path(out_dir), stamp=False):  # stamp=False: a report run changes no file but its outputs
         if single:
-            paths = write_tables(rendered[0]["rows"], records, runs_dir, margin)
+            paths = write_tables(rendered[0]["rows"], records, out_dir, margin)
         else:
-            paths = _write_grouped_tables(rendered, runs_dir, margin)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            paths = _write_grouped_tables(rendered, out_dir, margin)
         for group in rendered:
-            plot_dir = runs_dir / "plots"
+            plot_dir = out_dir / "plots"
             if not single:
                 plot_dir = plot_dir / f"data-{str(group['records'][0].data.get('md5'))[:8]}"
             group["plots"] = _plot_group(runs_dir, group["records"], group["rows"], baseline, plot_dir)
-        paths["predictions"] = write_predictions(records, runs_dir, runs_dir / "predictions")
+        paths["predictions"] = (write_predictions(records, runs_dir, out_dir / "predictions")
+                                if predictions else [])
     paths["plots"] = [p for group in rendered for p in group["plots"]]
     paths["rows"] = [row for group in rendered for row in group["rows"]]
     paths["groups"] = [{"heading": data_heading(g["records"]), "rows": g["rows"], "records": g["records"]}
