@@ -276,7 +276,8 @@ def compare(
         seeds: a list of seeds or "0,1,2"; a seed fixes the initial weights and the batch order of every
             framework.
         epochs, dataset, size, data_dir, shuffle: the protocol for every run (default: each variant's own).
-        jobs, threads: runs side by side (default 1; several on one GPU), and intra-op threads per run
+        jobs, threads: runs side by side (default: grid.CPU_JOBS on CPU, at most one per core; grid.GPU_JOBS
+            on one GPU; 1 times each run alone), and intra-op threads per run
             (0: cores / jobs).
         accelerator, devices, precision, steps_per_execution, cuda_graphs: where and how each run trains
             (`RuntimeConfig`).
@@ -341,7 +342,7 @@ def compare(
     cores = resolve_threads(RuntimeConfig())
     per_job = threads or pool.default_threads(cores)
     runtime = RuntimeConfig(accelerator=accelerator, devices=devices, precision=precision, threads=per_job,
-                            progress=False, tensorboard=tensorboard, mlflow=uri,
+                            jobs=jobs, progress=False, tensorboard=tensorboard, mlflow=uri,
                             steps_per_execution=steps_per_execution, cuda_graphs=cuda_graphs)
     if runtime.mlflow:
         prepare_store(runtime.mlflow)

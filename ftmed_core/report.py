@@ -66,6 +66,7 @@ class FrameworkCell:
     parameter_count: int | None
     seeds: list
     errors: list = field(default_factory=list)
+    jobs: list = field(default_factory=list)  # --jobs of each finished run that recorded it (runs side by side)
 
     def mean(self, name: str) -> float:
         return summarize(getattr(self, name)).mean
@@ -101,6 +102,7 @@ def _cell(framework: str, records: list[RunRecord]) -> FrameworkCell:
         seconds_per_epoch=per_epoch,
         parameter_count=(done or records)[0].parameter_count if (done or records) else None,
         seeds=sorted(r.config["seed"] for r in done),
+        jobs=sorted({int(r.runtime["jobs"]) for r in done if r.runtime.get("jobs")}),
         errors=[f"seed {r.config['seed']}: {r.error}" for r in failed],
     )
 
@@ -350,6 +352,16 @@ def _acc_text(cell: FrameworkCell) -> str:
     return text + (f", {cell.n_failed} failed" if cell.n_failed else "")
 
 
+def _seconds_text(cell: FrameworkCell) -> str:
+    """Median seconds per epoch, mean over seeds; '(2 side by side)' when the runs shared the machine's cores
+    with others (--jobs > 1), so that the figure is not read as a run's time alone."""
+    text = _fmt(cell.mean("seconds_per_epoch"), ".2f")
+    shared = [j for j in cell.jobs if j > 1]
+    if shared and text != "n/a":
+        text += f" ({'/'.join(map(str, cell.jobs))} side by side)"
+    return text
+
+
 def title(records: list[RunRecord]) -> str:
     labels = sorted({r.data.get("label", r.data.get("dataset", "?")) for r in records})
     epochs = sorted({r.config["epochs"] for r in records})
@@ -417,7 +429,7 @@ def table_cells(row: Row, frameworks) -> list[str]:
             out += ["", "", "", "", ""]
             continue
         out += [_acc_text(cell), _fmt(cell.mean("auc"), ".4f"), _fmt(cell.mean("loss"), ".4f"),
-                _fmt(cell.mean("training_seconds"), ".1f"), _fmt(cell.mean("seconds_per_epoch"), ".2f")]
+                _fmt(cell.mean("training_seconds"), ".1f"), _seconds_text(cell)]
     params = next((c.parameter_count for c in row.cells.values() if c.parameter_count), None)
     out.append(f"{params:,}" if params else "n/a")
     for other in compared_with_lightning(frameworks):
@@ -458,6 +470,8 @@ def to_markdown(rows: list[Row], records: list[RunRecord], margin: float = DEFAU
         f"paired by seed (a seed gives both frameworks the same initial weights and batch order; Welch's "
         f"unpaired CI where the two seed sets are disjoint, 'not comparable' where they share one seed). "
         f"Equivalence: TOST at α={ALPHA} against ±{margin:g} pp on the same differences. "
+        f"s/epoch: median seconds per epoch, mean over seeds; '(k side by side)': k runs shared the machine's "
+        f"cores (--jobs k), so the figure is a shared-core time (--jobs 1 times each run alone). "
         f"vs baseline: variant − baseline accuracy in pp with its 95 % CI and effect size, per framework"
         + (f" and for the per-seed mean over frameworks ({SEED_MEAN}: a seed's runs start identical in every "
            f"framework, so they count once; for each seed only the frameworks that finished both that seed of the "

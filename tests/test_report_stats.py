@@ -400,3 +400,17 @@ def test_overlapping_seed_sets_never_use_a_seed_on_both_sides():
     view = build_rows(vs)[1].vs_baseline
     assert view["method"] == "not comparable" and math.isnan(view["p_value"]) and "seed 2" in view["verdict"]
     assert view["holm_m"] == 0
+
+
+def test_seconds_per_epoch_say_how_many_runs_shared_the_cores():
+    from ftmed_core.report import table_cells, table_columns
+
+    shared = [replace(r, runtime={"jobs": 2}) for r in _study(range(2), _noisy())]
+    alone = [replace(r, runtime={"jobs": 1}) for r in _study(range(2), _noisy())]
+    unknown = _study(range(2), _noisy())  # records that did not note --jobs claim nothing
+    texts = {}
+    for name, records in (("shared", shared), ("alone", alone), ("unknown", unknown)):
+        row = build_rows(records)[0]
+        texts[name] = dict(zip(table_columns(FRAMEWORKS), table_cells(row, FRAMEWORKS)))["keras s/epoch"]
+    assert texts == {"shared": "0.10 (2 side by side)", "alone": "0.10", "unknown": "0.10"}
+    assert "'(k side by side)': k runs shared the machine's cores" in to_markdown(build_rows(shared), [])
