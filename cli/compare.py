@@ -15,7 +15,7 @@ from cli.options import (
     mlflow_target, value,
 )
 from ftmed.executors import ExecutorName
-from ftmed.grid import GPU_JOBS
+from ftmed.grid import CPU_JOBS, GPU_JOBS
 
 
 def compare(
@@ -28,7 +28,7 @@ def compare(
     data_dir: DataDirOpt = None,
     runs_dir: RunsDirOpt = Path("runs"),
     variants_file: VariantsFileOpt = None,
-    jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", help=f"Runs side by side, each with cores/jobs threads (default: 1; {GPU_JOBS} on one GPU).")] = None,
+    jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", help=f"Runs side by side, each with cores/jobs threads (default: {CPU_JOBS} on CPU, at most one per core; {GPU_JOBS} on one GPU; 1 times each run alone).")] = None,
     threads: ThreadsOpt = 0,
     accelerator: AcceleratorOpt = "auto",
     devices: DevicesOpt = 1,

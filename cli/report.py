@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -13,6 +13,8 @@ from cli.options import MarginOpt
 def report(
     runs_dir: Annotated[Path, typer.Argument(help="A runs directory written by ftmed compare or ftmed train.")],
     margin: MarginOpt = 1.0,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Folder for the report (default: RUNS_DIR).")] = None,
+    predictions: Annotated[bool, typer.Option("--predictions/--no-predictions", help="Also write the medmnist prediction files (one CSV per run).")] = True,
 ) -> None:
     """Rebuild comparison.md/.csv/.json, the plots and the medmnist prediction files from run records.
 
@@ -22,7 +24,7 @@ def report(
     import ftmed
     from cli.compare import print_table
 
-    outputs = ftmed.report(runs_dir, margin)
+    outputs = ftmed.report(runs_dir, margin, out_dir=out, predictions=predictions)
     for group in outputs["groups"]:
         print_table(group["rows"], group["records"], margin, group["heading"] if len(outputs["groups"]) > 1 else None)
     n_records = sum(len(group["records"]) for group in outputs["groups"])

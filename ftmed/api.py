@@ -299,7 +299,8 @@ def compare(
         seeds: a list of seeds or "0,1,2"; a seed fixes the initial weights and the batch order of every
             framework.
         epochs, dataset, size, data_dir, shuffle: the protocol for every run (default: each variant's own).
-        jobs, threads: runs side by side (default 1; several on one GPU), and intra-op threads per run
+        jobs, threads: runs side by side (default: grid.CPU_JOBS on CPU, at most one per core; grid.GPU_JOBS
+            on one GPU; 1 times each run alone), and intra-op threads per run
             (0: cores / jobs).
         accelerator, devices, precision, steps_per_execution, cuda_graphs: where and how each run trains
             (`RuntimeConfig`).
@@ -364,7 +365,7 @@ def compare(
     cores = resolve_threads(RuntimeConfig())
     per_job = threads or pool.default_threads(cores)
     runtime = RuntimeConfig(accelerator=accelerator, devices=devices, precision=precision, threads=per_job,
-                            progress=False, tensorboard=tensorboard, mlflow=uri,
+                            jobs=jobs, progress=False, tensorboard=tensorboard, mlflow=uri,
                             steps_per_execution=steps_per_execution, cuda_graphs=cuda_graphs)
     if runtime_needs_check(runtime):
         for fw in fws:
@@ -391,9 +392,10 @@ def compare(
     return comparison
 
 
-def report(runs_dir: str | Path = "runs", margin: float = DEFAULT_MARGIN) -> dict:
-    """Re-render every report output of `runs_dir` from its run records (what `ftmed report` does) and
-    return the outputs: `markdown`, `csv`, `json`, `plots`, `predictions`, `groups` (one per data file:
+def report(runs_dir: str | Path = "runs", margin: float = DEFAULT_MARGIN, out_dir: str | Path | None = None,
+           predictions: bool = True) -> dict:
+    """Re-render every report output of `runs_dir` from its run records (what `ftmed report` does) into
+    `out_dir` (default: `runs_dir`; `predictions=False`: no medmnist prediction files) and return the outputs: `markdown`, `csv`, `json`, `plots`, `predictions`, `groups` (one per data file:
     runs made on different files are never pooled) and `damaged` (runs left out, one error each).
 
     Example:
@@ -402,7 +404,7 @@ def report(runs_dir: str | Path = "runs", margin: float = DEFAULT_MARGIN) -> dic
     """
     from ftmed_core.report import render
 
-    return render(Path(runs_dir), None, margin)
+    return render(Path(runs_dir), None, margin, out_dir=out_dir, predictions=predictions)
 
 
 def load_runs(runs_dir: str | Path = "runs", margin: float = DEFAULT_MARGIN, data_md5: str | None = None) -> Comparison:

@@ -32,23 +32,38 @@ def _echo(text: str, err: bool = False) -> None:
 
 
 # Runs side by side on one GPU when --jobs is not given: the study's runs are launch-bound, so several
-# processes keep one GPU busy (benchmarks/gpu_speed.py and scripts/gpu_check.sh measure it); on CPU, 1.
+# processes keep one GPU busy (benchmarks/gpu_speed.py and scripts/gpu_check.sh measure it).
 GPU_JOBS = 4
+# On CPU, two runs side by side (cores / 2 threads each): one run's per-step Python work leaves cores idle
+# that the other fills, so a grid finishes sooner than one run at a time with every core (measured on
+# 2 cores: docs/statistics.md). Per-run seconds are then shared-core figures; --jobs 1 times runs alone.
+CPU_JOBS = 2
+
+
+def _cores() -> int:
+    from ftmed_core.config import RuntimeConfig
+    from ftmed_core.runner import resolve_threads
+
+    return resolve_threads(RuntimeConfig())  # threads=0: one per core this process may use
 
 
 def default_jobs(accelerator: str, devices: int) -> int:
-    """--jobs when not given: GPU_JOBS for one-GPU runs on a CUDA machine, else 1 (as before)."""
-    if devices != 1 or accelerator not in ("gpu", "auto"):
+    """--jobs when not given: GPU_JOBS for one-GPU runs on a CUDA machine; a multi-device run 1 (it takes
+    the devices itself); otherwise (CPU) CPU_JOBS, at most one per core."""
+    if devices != 1:
         return 1
+    cpu = min(CPU_JOBS, _cores())
+    if accelerator not in ("gpu", "auto"):
+        return cpu
     if accelerator == "auto":
         # Probe CUDA only where torch is loaded already or an NVIDIA driver is present, so that a CPU-only
         # host never imports torch here.
         if "torch" not in sys.modules and not any(os.path.exists(p) for p in ("/dev/nvidiactl", "/dev/dxg")):
-            return 1
+            return cpu
         import torch
 
         if not torch.cuda.is_available():
-            return 1
+            return cpu
     return GPU_JOBS
 
 

@@ -134,6 +134,9 @@ class RuntimeConfig:
     precision: str = "32"
     # Intra-op threads for the framework. 0 = ftmed picks (one per core available to this process).
     threads: int = 0
+    # Runs the grid ran side by side with this one (--jobs): recorded so that its seconds read as shared-core
+    # figures when > 1. Changes nothing that is computed.
+    jobs: int = 1
     deterministic: bool = True
     num_nodes: int = 1
     progress: bool | None = None  # None: a progress bar only when stderr is a terminal

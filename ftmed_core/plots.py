@@ -41,7 +41,9 @@ def _save(fig, path: Path) -> Path:
     import io
 
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    # No "Software" stamp: the bytes depend on the drawing only, so a committed plot can be checked by
+    # re-rendering it (matplotlib writes no date into PNGs).
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
     atomic_write_bytes(path, buffer.getvalue())
     return path
 

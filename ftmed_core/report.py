@@ -25,8 +25,8 @@ import numpy as np
 
 from ftmed_core.records import FRAMEWORKS, RunRecord, atomic_write_text, load_probabilities
 from ftmed_core.stats import (
-    ZERO_SPREAD, constant_text, holm, paired_difference, paired_power, seeds_needed, summarize, tost, tost_power,
-    welch, welch_power,
+    TIE, constant_text, holm, paired_difference, paired_power, seeds_needed, summarize, tost, tost_power, welch,
+    welch_power,
 )
 from ftmed_core.variants import VARIANTS
 
@@ -66,6 +66,7 @@ class FrameworkCell:
     parameter_count: int | None
     seeds: list
     errors: list = field(default_factory=list)
+    jobs: list = field(default_factory=list)  # --jobs of each finished run that recorded it (runs side by side)
 
     def mean(self, name: str) -> float:
         return summarize(getattr(self, name)).mean
@@ -101,6 +102,7 @@ def _cell(framework: str, records: list[RunRecord]) -> FrameworkCell:
         seconds_per_epoch=per_epoch,
         parameter_count=(done or records)[0].parameter_count if (done or records) else None,
         seeds=sorted(r.config["seed"] for r in done),
+        jobs=sorted({int(r.runtime["jobs"]) for r in done if r.runtime.get("jobs")}),
         errors=[f"seed {r.config['seed']}: {r.error}" for r in failed],
     )
 
@@ -119,29 +121,28 @@ def _study_accuracy(experiment) -> float | None:
     return variant.study_accuracy if same.config_hash() == variant.config.config_hash() else None
 
 
-NOT_COMPARABLE = "not comparable"
-
-
-def _paired_accuracies(records: list[RunRecord], other: str = "keras") -> tuple[list, list, str, str]:
-    """Lightning and `other` (a Keras label) accuracies (%) and how to compare them: (a, b, method, reason).
+def _paired_accuracies(records: list[RunRecord], other: str = "keras") -> tuple[list, list, str]:
+    """Lightning and `other` (a Keras label) accuracies (%), paired by seed where both finished the same >= 2 seeds.
 
     A seed fixes the initial weights and the batch order for both frameworks, so the two runs of a seed
-    start identical and differ only by rounding: the per-seed difference is the quantity to test, paired
-    over the common seeds when there are >= 2. With no common seed, the two sets are independent: Welch.
-    With exactly one common seed, neither works (one pair is no test, and an unpaired test would count that
-    seed's identical start on both sides): method NOT_COMPARABLE, with the reason (with fewer than 2 seeds
-    on a side there is no test anyway: Welch's "n/a").
+    start identical and differ only by rounding: the per-seed difference is the quantity to test. With
+    disjoint seed sets, Welch's unpaired comparison of all finished runs (untested where a side has fewer
+    than two). With exactly one common seed and two or more per side the
+    method is "not comparable": pairing needs two, and an unpaired test would count that seed's identical
+    start on both sides.
     """
-    by_seed = {fw: {r.config["seed"]: 100.0 * r.test["accuracy"] for r in records
-                    if r.finished and r.framework == fw} for fw in ("lightning", other)}
+    by_seed = {fw: _accuracy_by_seed(records, fw) for fw in ("lightning", other)}
     common = sorted(set(by_seed["lightning"]) & set(by_seed[other]))
     if len(common) >= 2:
-        return [by_seed["lightning"][s] for s in common], [by_seed[other][s] for s in common], "paired", ""
+        return [by_seed["lightning"][s] for s in common], [by_seed[other][s] for s in common], "paired"
     if common and min(len(by_seed["lightning"]), len(by_seed[other])) >= 2:
-        reason = (f"seed {common[0]} is the only seed finished in both (too few to pair), and an unpaired "
-                  "test would count its identical start on both sides")
-        return [], [], NOT_COMPARABLE, reason
-    return list(by_seed["lightning"].values()), list(by_seed[other].values()), "welch", ""
+        return [], [], "not comparable"
+    return list(by_seed["lightning"].values()), list(by_seed[other].values()), "welch"
+
+
+def _not_comparable_reason(common: list) -> str:
+    return (f"not comparable: only seed {common[0]} finished on both sides (pairing needs >= 2 common seeds, "
+            f"and an unpaired test would use seed {common[0]} on both sides)")
 
 
 # What `ftmed_core.protocol` draws a run's start from, besides the seed: initial weights from the layer
@@ -161,70 +162,73 @@ def _accuracy_by_seed(records: list[RunRecord], framework: str | None = None) ->
             if r.finished and (framework is None or r.framework == framework)}
 
 
-def _seed_means(records: list[RunRecord], frameworks: list[str], seeds: set | None = None) -> dict:
-    """Per seed, the mean accuracy over `frameworks`, for seeds every one of them finished (and in `seeds`
-    when given): one number per seed, because a seed's runs in different frameworks start identical and
-    are one observation."""
-    per = [_accuracy_by_seed(records, fw) for fw in frameworks]
-    common = set.intersection(*(set(p) for p in per)) if per else set()
-    if seeds is not None:
-        common &= seeds
-    return {s: float(np.mean([p[s] for p in per])) for s in sorted(common)}
-
-
-def _seed_mean_view(recs: list[RunRecord], base_runs: list[RunRecord], frameworks: list[str], pair: bool) -> dict:
-    """The seed-mean vs-baseline view. A framework counts only where it finished the variant *and* the
-    baseline (for a paired view: for the same seed); one with none is left out and named in `excluded`
-    ("keras: no finished seed"). Paired views use the seeds every counted framework finished on both sides;
-    Welch views each side's seeds finished by every counted framework."""
-    counted, excluded = [], []
+def _seed_means(records: list[RunRecord], base_runs: list[RunRecord], frameworks: list[str]) -> tuple[dict, dict, list]:
+    """(variant, baseline, left_out): per seed, the mean accuracy over the frameworks that finished that seed
+    of the variant *and* of the baseline (one number per seed and side, because a seed's runs in different
+    frameworks start identical and are one observation; the same frameworks on both sides, so the
+    difference compares like with like). `left_out` names each framework with no such seed, with why."""
+    variant = {fw: _accuracy_by_seed(records, fw) for fw in frameworks}
+    base = {fw: _accuracy_by_seed(base_runs, fw) for fw in frameworks}
+    left_out = []
     for fw in frameworks:
-        mine, base = _accuracy_by_seed(recs, fw), _accuracy_by_seed(base_runs, fw)
-        if not mine:
-            excluded.append(f"{fw}: no finished seed")
-        elif not base:
-            excluded.append(f"{fw}: no finished baseline seed")
-        elif pair and not set(mine) & set(base):
-            excluded.append(f"{fw}: no seed finished in both variant and baseline")
-        else:
-            counted.append(fw)
-    if pair:
-        both = set.intersection(*(set(_accuracy_by_seed(recs, fw)) & set(_accuracy_by_seed(base_runs, fw))
-                                  for fw in counted)) if counted else set()
-        variant, base = _seed_means(recs, counted, both), _seed_means(base_runs, counted, both)
-    else:
-        variant, base = _seed_means(recs, counted), _seed_means(base_runs, counted)
-    view = _vs_view(variant, base, pair)
-    view["frameworks"], view["excluded"] = counted, excluded
-    return view
+        if not variant[fw]:
+            left_out.append(f"{fw}: no finished seed")
+        elif not base[fw]:
+            left_out.append(f"{fw}: no finished baseline seed")
+        elif not set(variant[fw]) & set(base[fw]):
+            left_out.append(f"{fw}: no seed finished in both variant and baseline")
+    seeds = sorted({s for fw in frameworks for s in variant[fw]})
+    means_v, means_b = {}, {}
+    for s in seeds:
+        both = [fw for fw in frameworks if s in variant[fw] and s in base[fw]]
+        if both:
+            means_v[s] = float(np.mean([variant[fw][s] for fw in both]))
+            means_b[s] = float(np.mean([base[fw][s] for fw in both]))
+    return means_v, means_b, left_out
 
 
-def _vs_view(variant: dict, base: dict, pair: bool) -> dict:
-    """variant - baseline accuracy (seed -> %): paired over common seeds when `pair` and >= 2 are common,
-    otherwise Welch over all seeds of each side. Each seed counts once per side."""
+def _vs_view(variant: dict, base: dict, pair: bool, left_out: list | None = None) -> dict:
+    """variant - baseline accuracy (seed -> %). When `pair` (the variant shares the baseline's start) the
+    method is paired, over the common seeds; with one common seed it is "not comparable" (a seed's two runs
+    start alike, so an unpaired test would count that start on both sides), with none Welch over the two
+    disjoint seed sets (or n/a where a side has fewer than 2). Without `pair`, Welch over all seeds of each side. A zero-spread difference is
+    `constant` (no p-value, no interval). `left_out`: frameworks a seed-mean view could not use, with why."""
     common = sorted(set(variant) & set(base))
-    if pair and len(common) >= 2:
+    extra = {"left_out": list(left_out or []), "constant": False, "reason": ""}
+    reason = ""
+    if not variant or not base:
+        reason = "n/a: no finished seed" if not variant else "n/a: no finished baseline seed"
+    elif pair and len(common) == 1 and min(len(variant), len(base)) >= 2:
+        reason = _not_comparable_reason(common)
+    if reason:
+        nan = float("nan")
+        method = "not comparable" if variant and base else ("paired" if pair else "welch")
+        return {"diff": nan, "low": nan, "high": nan, "p_value": nan, "df": nan, "method": method,
+                "n_a": len(variant), "n_b": len(base), "effect_size": nan, "effect_name": "d_z" if pair else "d",
+                **extra, "reason": reason}
+    if pair and common:
         a, b = [variant[s] for s in common], [base[s] for s in common]
         d = paired_difference(a, b)
-        spread = {"sd_diff": float(np.std(np.subtract(a, b), ddof=1))}
+        spread = {"sd_diff": float(np.std(np.subtract(a, b), ddof=1)) if len(a) > 1 else float("nan")}
         effect_name = "d_z"
     else:
         a, b = list(variant.values()), list(base.values())
         d = welch(a, b)
         spread = {"sd_variant": summarize(a).std, "sd_baseline": summarize(b).std}
         effect_name = "d"
+    extra["constant"] = d.constant
     return {"diff": d.diff, "low": d.low, "high": d.high, "p_value": d.p_value, "df": d.df, "method": d.method,
-            "n_a": d.n_a, "n_b": d.n_b, "effect_size": d.effect_size, "effect_name": effect_name,
-            "constant": d.constant, **spread}
+            "n_a": d.n_a, "n_b": d.n_b, "effect_size": d.effect_size, "effect_name": effect_name, **spread,
+            **extra}
 
 
 def _vs_verdict(view: dict) -> str:
-    """'better'/'worse': Holm-adjusted p < ALPHA. 'within seed noise': these seeds did not reach it (not
-    that there is no difference). No spread: the constant difference in words, no test."""
+    """better/worse: Holm-adjusted p < ALPHA; within seed noise: these seeds did not reach it. A constant
+    difference and a not-comparable view state that instead, with no test."""
     if view.get("constant"):
-        if view["method"] == "paired":
-            return constant_text(view["diff"], view["n_a"]) + " (no spread: not tested)"
-        return f"no spread on either side ({view['diff']:+.2f} pp): not tested"
+        return constant_text(view["diff"], min(view["n_a"], view["n_b"]), view["method"] == "paired")
+    if view.get("reason"):
+        return view["reason"]
     p = view.get("p_holm", float("nan"))
     if math.isnan(p):
         return "n/a (need >= 2 seeds each)"
@@ -243,7 +247,7 @@ def _tost_seeds_needed(a: list, b: list, method: str, margin: float) -> int | No
         sd = float(np.std(np.subtract(a, b), ddof=1))
     else:
         sd = math.hypot(summarize(a).std, summarize(b).std)
-    if sd <= ZERO_SPREAD:  # no measured spread: no basis for a seed count
+    if sd <= TIE:  # a zero measured spread says nothing about the spread to plan for
         return None
     return seeds_needed(lambda n: tost_power(n, sd, margin, ALPHA), POWER)
 
@@ -278,10 +282,7 @@ def _add_vs_baseline(rows: list[Row], margin: float) -> None:
 
 
 def build_rows(records: list[RunRecord], margin: float = DEFAULT_MARGIN, baseline: str = "baseline") -> list[Row]:
-    """One Row per variant (name + configuration). A run is one observation: records with the same
-    run key (the same framework, configuration, data and seed) count once, the last one given."""
     margin = check_margin(margin)
-    records = list({r.run_key: r for r in records}.values())
     groups: dict[tuple[str, str], list[RunRecord]] = {}
     order: list[tuple[str, str]] = []
     for record in records:
@@ -301,20 +302,21 @@ def build_rows(records: list[RunRecord], margin: float = DEFAULT_MARGIN, baselin
                  if any(r.framework == fw for r in recs)}
         differences: dict = {}
         for other in (fw for fw in cells if fw != "lightning" and "lightning" in cells):
-            a, b, method, reason = _paired_accuracies(recs, other)
-            if method == NOT_COMPARABLE:
+            a, b, method = _paired_accuracies(recs, other)
+            if method == "not comparable":
+                common = sorted(set(_accuracy_by_seed(recs, "lightning")) & set(_accuracy_by_seed(recs, other)))
                 nan = float("nan")
                 differences[other] = {"diff": nan, "low": nan, "high": nan, "p_value": nan, "tost_p": nan,
-                                      "margin": margin, "equivalent": False, "verdict": f"{NOT_COMPARABLE}: {reason}",
-                                      "method": method, "n": 0, "seeds_for_power": None, "constant": False}
+                                      "margin": margin, "equivalent": False, "constant": False,
+                                      "verdict": _not_comparable_reason(common), "method": method, "n": 1,
+                                      "seeds_for_power": None}
                 continue
             d = paired_difference(a, b) if method == "paired" else welch(a, b)
             eq = tost(a, b, margin, ALPHA, paired=method == "paired")
             differences[other] = {"diff": d.diff, "low": d.low, "high": d.high, "p_value": d.p_value,
                                   "tost_p": eq.p_value, "margin": margin, "equivalent": eq.equivalent,
-                                  "verdict": eq.verdict, "method": method, "n": len(a),
-                                  "seeds_for_power": _tost_seeds_needed(a, b, method, margin),
-                                  "constant": d.constant}
+                                  "constant": d.constant, "verdict": eq.verdict, "method": method, "n": len(a),
+                                  "seeds_for_power": _tost_seeds_needed(a, b, method, margin)}
         difference = differences.get("keras", {})
         vs_baseline: dict = {}
         experiment = recs[0].experiment
@@ -325,7 +327,8 @@ def build_rows(records: list[RunRecord], margin: float = DEFAULT_MARGIN, baselin
             views = {fw: _vs_view(_accuracy_by_seed(recs, fw), _accuracy_by_seed(base_runs, fw), pair)
                      for fw in frameworks}
             if len(frameworks) > 1:
-                views[SEED_MEAN] = _seed_mean_view(recs, base_runs, frameworks, pair)
+                means_v, means_b, left_out = _seed_means(recs, base_runs, frameworks)
+                views[SEED_MEAN] = _vs_view(means_v, means_b, pair, left_out)
             vs_baseline = {"_views": views}  # completed by _add_vs_baseline once every row is known
         base_config = VARIANTS[baseline].config if baseline in VARIANTS else experiment
         # Seeds and epochs are the study's protocol, not the variant's change: leave them out of "changes".
@@ -347,6 +350,16 @@ def _acc_text(cell: FrameworkCell) -> str:
     s = summarize(cell.accuracy)
     text = f"{_fmt(s.mean)} ± {_fmt(s.std)} (n={s.n})" if s.n else "n/a"
     return text + (f", {cell.n_failed} failed" if cell.n_failed else "")
+
+
+def _seconds_text(cell: FrameworkCell) -> str:
+    """Median seconds per epoch, mean over seeds; '(2 side by side)' when the runs shared the machine's cores
+    with others (--jobs > 1), so that the figure is not read as a run's time alone."""
+    text = _fmt(cell.mean("seconds_per_epoch"), ".2f")
+    shared = [j for j in cell.jobs if j > 1]
+    if shared and text != "n/a":
+        text += f" ({'/'.join(map(str, cell.jobs))} side by side)"
+    return text
 
 
 def title(records: list[RunRecord]) -> str:
@@ -390,17 +403,22 @@ def vs_baseline_columns(frameworks) -> list[str]:
 
 
 def _vs_text(view: dict | None) -> str:
-    """'-2.10 pp [-3.40, -0.80], d_z=-2.9; paired n=3, Holm p=0.012 (m=4): worse'."""
+    """'-2.10 pp [-3.40, -0.80], d_z=-2.9; paired n=3, Holm p=0.012 (m=4): worse'; a constant or
+    not-comparable view gives its verdict alone (no interval, no p); frameworks a seed-mean view left out
+    follow in parentheses."""
     if not view:
         return ""
     n = f"n={view['n_a']}" if view["method"] == "paired" else f"n={view['n_a']} vs {view['n_b']}"
-    left_out = f" [{'; '.join(view['excluded'])}]" if view.get("excluded") else ""
-    if view.get("constant"):  # no p-value, no interval: the words say what happened
-        return f"{_fmt(view['diff'], '+.2f')} pp; {view['method']} {n}: {view['verdict']}{left_out}"
-    ci = f"[{_fmt(view['low'], '+.2f')}, {_fmt(view['high'], '+.2f')}]"
-    return (f"{_fmt(view['diff'], '+.2f')} pp {ci}, {view['effect_name']}={_fmt(view['effect_size'], '+.1f')}; "
-            f"{view['method']} {n}, Holm p={_fmt(view['p_holm'], '.3f')} (m={view['holm_m']}): {view['verdict']}"
-            f"{left_out}")
+    if view.get("constant") or view.get("reason"):
+        text = f"{view['method']} {n}: {view['verdict']}" if view.get("constant") else view["verdict"]
+    else:
+        ci = f"[{_fmt(view['low'], '+.2f')}, {_fmt(view['high'], '+.2f')}]"
+        text = (f"{_fmt(view['diff'], '+.2f')} pp {ci}, {view['effect_name']}={_fmt(view['effect_size'], '+.1f')}; "
+                f"{view['method']} {n}, Holm p={_fmt(view['p_holm'], '.3f')} (m={view['holm_m']}): "
+                f"{view['verdict']}")
+    if view.get("left_out"):
+        text += f" ({'; '.join(view['left_out'])}: left out)"
+    return text
 
 
 def table_cells(row: Row, frameworks) -> list[str]:
@@ -411,14 +429,18 @@ def table_cells(row: Row, frameworks) -> list[str]:
             out += ["", "", "", "", ""]
             continue
         out += [_acc_text(cell), _fmt(cell.mean("auc"), ".4f"), _fmt(cell.mean("loss"), ".4f"),
-                _fmt(cell.mean("training_seconds"), ".1f"), _fmt(cell.mean("seconds_per_epoch"), ".2f")]
+                _fmt(cell.mean("training_seconds"), ".1f"), _seconds_text(cell)]
     params = next((c.parameter_count for c in row.cells.values() if c.parameter_count), None)
     out.append(f"{params:,}" if params else "n/a")
     for other in compared_with_lightning(frameworks):
         d = row.differences.get(other) or (row.difference if other == "keras" else {})
-        if d:
+        if d and d["method"] == "not comparable":
+            out += ["n/a", d["verdict"]]
+        elif d and d.get("constant"):
+            out += [f"{_fmt(d['diff'], '+.2f')} (no spread)", d["verdict"]]
+        elif d:
             ci = f"[{_fmt(d['low'], '+.2f')}, {_fmt(d['high'], '+.2f')}]" if not math.isnan(d["low"]) else "[n/a]"
-            out += [f"{_fmt(d['diff'], '+.2f')} {ci}" if d["method"] != NOT_COMPARABLE else "n/a", d["verdict"]]
+            out += [f"{_fmt(d['diff'], '+.2f')} {ci}", d["verdict"]]
         else:
             out += ["", ""]
     b = row.vs_baseline
@@ -446,23 +468,27 @@ def to_markdown(rows: list[Row], records: list[RunRecord], margin: float = DEFAU
         f"Accuracy: test accuracy in %, mean ± sample std over seeds. Δacc: lightning − keras with a 95 % CI "
         f"(L−K: Keras on TensorFlow; L−K[jax], L−K[torch]: Keras on those backends, each against Lightning), "
         f"paired by seed (a seed gives both frameworks the same initial weights and batch order; Welch's "
-        f"unpaired CI where fewer than 2 seeds are common). "
-        f"Equivalence: TOST at α={ALPHA} against ±{margin:g} pp on the same differences "
-        f"('equivalent': both one-sided tests reject; 'not shown equivalent': these seeds could not show it; "
-        f"'not comparable': exactly one seed finished in both, too few to pair, and an unpaired test would "
-        f"count that seed's identical start twice). "
+        f"unpaired CI where the two seed sets are disjoint, 'not comparable' where they share one seed). "
+        f"Equivalence: TOST at α={ALPHA} against ±{margin:g} pp on the same differences. "
+        f"s/epoch: median seconds per epoch, mean over seeds; '(k side by side)': k runs shared the machine's "
+        f"cores (--jobs k), so the figure is a shared-core time (--jobs 1 times each run alone). "
         f"vs baseline: variant − baseline accuracy in pp with its 95 % CI and effect size, per framework"
         + (f" and for the per-seed mean over frameworks ({SEED_MEAN}: a seed's runs start identical in every "
-           f"framework, so they count once; it uses only the frameworks that finished the variant and the "
-           f"baseline, naming any left out, and only the seeds all of those finished)" if len(frameworks) > 1 else "")
+           f"framework, so they count once; for each seed only the frameworks that finished both that seed of the "
+           f"variant and of the baseline, and a framework with no such seed is named and left out)"
+           if len(frameworks) > 1 else "")
         + f"; 'paired' = paired t test by seed (the variant starts from the baseline's initial weights and "
         f"batch order), effect d_z = mean difference / sd of the differences; 'Welch' = Welch's unequal-variance "
         f"t test, effect d = difference / sqrt of the mean of the two variances; n = seeds per side. "
-        f"p-values are Holm-adjusted over the m variants tested against the baseline in that column (the CIs "
-        f"are not adjusted). 'better'/'worse': Holm-adjusted p < {ALPHA}; 'within seed noise': these seeds did "
-        f"not reach it — no evidence either way, not a finding of no difference; 'identical in all n seeds' / "
-        f"'the same shift in all n seeds': the differences have no spread, so no test is run, no p-value is "
-        f"given and the variant does not count in m. study acc %: the study's single Keras run on PathMNIST.",
+        f"p-values are Holm-adjusted over the m variants compared with the baseline in that column (the CIs "
+        f"are not adjusted). Verdicts: 'better'/'worse' = Holm-adjusted p < {ALPHA} in that direction; "
+        f"'within seed noise' = these seeds did not reach Holm-adjusted p < {ALPHA} (not evidence that there is "
+        f"no difference, nor that the study's single-run difference was luck); 'identical in all n seeds' / "
+        f"'the same shift (+x pp) in all n seeds' = every seed's difference is the same, which leaves no spread "
+        f"to test against: no p-value, no interval, not counted in Holm's m; 'not comparable' = the two sides "
+        f"share only one seed (too few to pair, and an unpaired test would use that seed on both sides). "
+        f"TOST: 'equivalent (±m)' = both one-sided p < {ALPHA}; 'different (beyond ±m)' = the 90 % CI lies "
+        f"outside ±m; 'not shown equivalent' = neither. study acc %: the study's single Keras run on PathMNIST.",
     ]
     notes = power_notes(rows, margin)
     if notes:
@@ -678,8 +704,10 @@ def _prefixed_csv(text: str, values: list[str], header: list[str], with_header: 
 
 
 def render(runs_dir: str | Path, records: list[RunRecord] | None = None, margin: float = DEFAULT_MARGIN,
-           baseline: str = "baseline") -> dict:
-    """Every report output for `records` (default: all usable records in `runs_dir`), written into `runs_dir`.
+           baseline: str = "baseline", out_dir: str | Path | None = None, predictions: bool = True) -> dict:
+    """Every report output for `records` (default: all usable records in `runs_dir`), written into `out_dir`
+    (default: `runs_dir`); `predictions=False` skips the medmnist prediction files (one CSV per run).
+    Given the same records, the outputs are the same bytes (tables, and plots: see `plots._save`).
 
     One process writes a runs folder's report at a time (`ftmed_core.locks.report_lock_path`), each file
     atomically. Runs whose record or test arrays are damaged are left out and listed under "damaged"
@@ -694,6 +722,7 @@ def render(runs_dir: str | Path, records: list[RunRecord] | None = None, margin:
 
     margin = check_margin(margin)
     runs_dir = Path(runs_dir)
+    out_dir = runs_dir if out_dir is None else Path(out_dir)
     damaged: list = []
     if records is None:
         records, damaged = scan_records(runs_dir)
@@ -704,17 +733,19 @@ def render(runs_dir: str | Path, records: list[RunRecord] | None = None, margin:
         raise RunError(f"{runs_dir} holds {what}; run `ftmed compare` or `ftmed train` first")
     rendered = [{"records": group, "rows": build_rows(group, margin, baseline)} for group in data_groups(records)]
     single = len(rendered) == 1
-    with claim(report_lock_path(runs_dir), stamp=False):  # stamp=False: a report run changes no file but its outputs
+    with claim(report_lock_path(out_dir), stamp=False):  # stamp=False: a report run changes no file but its outputs
         if single:
-            paths = write_tables(rendered[0]["rows"], records, runs_dir, margin)
+            paths = write_tables(rendered[0]["rows"], records, out_dir, margin)
         else:
-            paths = _write_grouped_tables(rendered, runs_dir, margin)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            paths = _write_grouped_tables(rendered, out_dir, margin)
         for group in rendered:
-            plot_dir = runs_dir / "plots"
+            plot_dir = out_dir / "plots"
             if not single:
                 plot_dir = plot_dir / f"data-{str(group['records'][0].data.get('md5'))[:8]}"
             group["plots"] = _plot_group(runs_dir, group["records"], group["rows"], baseline, plot_dir)
-        paths["predictions"] = write_predictions(records, runs_dir, runs_dir / "predictions")
+        paths["predictions"] = (write_predictions(records, runs_dir, out_dir / "predictions")
+                                if predictions else [])
     paths["plots"] = [p for group in rendered for p in group["plots"]]
     paths["rows"] = [row for group in rendered for row in group["rows"]]
     paths["groups"] = [{"heading": data_heading(g["records"]), "rows": g["rows"], "records": g["records"]}

@@ -12,6 +12,9 @@
   (paired TOST when the true difference is `true_diff`), and `seeds_needed` (the smallest number of seeds
   reaching a target power).
 
+A difference with zero spread (the same in every seed, common with accuracy, a count over a fixed test
+set) gets no p-value, interval or verdict: `Difference.constant` / `constant_text` say what it is.
+
 Every difference carries an effect size: Cohen's d_z (mean difference / sd of the differences) when
 paired, Cohen's d with the average of the two variances when unpaired. Inputs are plain sequences of
 floats; NaN/None are dropped by `summarize` but the tests expect clean lists.
@@ -27,6 +30,10 @@ from scipy import integrate
 from scipy import stats as sps
 
 NAN = float("nan")
+# Spreads and differences below TIE count as zero. Accuracies are counts over a fixed test set scaled to
+# percent, so the same count difference in two seeds comes out of float arithmetic ~1e-14 apart; one test
+# image is 100 / n_test pp (0.014 pp at 7,180 images), far above TIE.
+TIE = 1e-9
 
 
 def t_cdf(t: float, df: float) -> float:
@@ -58,28 +65,15 @@ def summarize(values) -> Summary:
     return Summary(len(v), float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0)
 
 
-# A spread at or below this (percentage points) is zero. Accuracies are counts over a fixed test set, so
-# differences that are equal in exact arithmetic can differ by float rounding (~1e-14) after the division
-# by the test size; a t statistic over such a "spread" would claim certainty from rounding noise.
-ZERO_SPREAD = 1e-9
-
-
-def constant_text(diff: float, n: int) -> str:
-    """The words for a set of n differences without spread: no test, no p-value, just what happened."""
-    if abs(diff) <= ZERO_SPREAD:
-        return f"identical in all {n} seeds"
-    return f"the same shift ({diff:+.2f} pp) in all {n} seeds"
-
-
 @dataclass(frozen=True)
 class Difference:
     """mean(a) - mean(b) with a confidence interval; NaN fields when either side has fewer than 2 values.
 
     `method` is "paired" (n = pairs, df = n - 1) or "welch" (n_a, n_b runs; Welch-Satterthwaite df);
     `effect_size` is Cohen's d_z (paired) or d (Welch), NaN where a spread is zero or undefined.
-    `constant`: the differences (paired) or both samples (Welch) have no spread (<= ZERO_SPREAD): a t test
-    has nothing to measure the difference against, so p, the interval and the effect size are NaN -- never
-    p = 0 and a zero-width interval -- and a report says what happened instead (`constant_text`).
+    `constant` marks a difference with no spread to test against (paired: every pair differs by the same
+    amount; Welch: every run on each side has the same value): then `diff` is that shift and p, the interval
+    and the effect size are NaN, because a zero spread supports no probability statement at all.
     """
 
     diff: float
@@ -110,7 +104,7 @@ def paired_difference(a, b, confidence: float = 0.95) -> Difference:
         return Difference(d, NAN, NAN, NAN, NAN, confidence, "paired", n, n)
     d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
     diff, sd = float(d.mean()), float(d.std(ddof=1))
-    if sd <= ZERO_SPREAD:  # every pair differs by the same amount: no spread to test against
+    if sd <= TIE:  # every pair differs by the same amount: no spread to test against
         return Difference(diff, NAN, NAN, NAN, n - 1.0, confidence, "paired", n, n, NAN, constant=True)
     result = sps.ttest_rel(a, b)
     low, high = _ci(result, confidence)
@@ -126,7 +120,7 @@ def welch(a, b, confidence: float = 0.95) -> Difference:
         return Difference(d, NAN, NAN, NAN, NAN, confidence, "welch", sa.n, sb.n)
     diff = sa.mean - sb.mean
     spread = math.sqrt((sa.std**2 + sb.std**2) / 2.0)
-    if spread <= ZERO_SPREAD:  # every run of each side scored the same: nothing to test against
+    if spread <= TIE:  # both sides constant: no spread to test against
         return Difference(diff, NAN, NAN, NAN, NAN, confidence, "welch", sa.n, sb.n, NAN, constant=True)
     result = sps.ttest_ind(a, b, equal_var=False)
     low, high = _ci(result, confidence)
@@ -137,16 +131,27 @@ def welch(a, b, confidence: float = 0.95) -> Difference:
 @dataclass(frozen=True)
 class Equivalence:
     margin: float
-    p_value: float  # max of the two one-sided p-values
+    p_value: float  # max of the two one-sided p-values; NaN when untestable (n < 2, or zero spread)
     equivalent: bool
     verdict: str
+
+
+def constant_text(diff: float, n: int, paired: bool = True) -> str:
+    """The words for a difference with zero spread over n seeds: what the data show and nothing more."""
+    if paired:
+        if abs(diff) <= TIE:
+            return f"identical in all {n} seeds"
+        return f"the same shift ({diff:+.2f} pp) in all {n} seeds"
+    return f"no spread on either side ({n} seeds each): {diff:+.2f} pp"
 
 
 def tost(a, b, margin: float, alpha: float = 0.05, paired: bool = False) -> Equivalence:
     """Is |mean(a) - mean(b)| < margin? Two one-sided t tests at level alpha (Welch, or on pairs).
 
-    Without spread (the paired differences, or both samples, constant) there is no test: p is NaN, the
-    result is never "equivalent", and the verdict states the constant difference (`constant_text`)."""
+    With zero spread (every pair differs by the same amount; unpaired: every run on each side equal) there
+    is nothing to test against: p is NaN, `equivalent` is False and the verdict states the constant
+    difference (`constant_text`), never "equivalent" or "different".
+    """
     sa, sb = summarize(a), summarize(b)
     if sa.n < 2 or sb.n < 2:
         return Equivalence(margin, NAN, False, "n/a (need >= 2 seeds per side)")
@@ -156,9 +161,8 @@ def tost(a, b, margin: float, alpha: float = 0.05, paired: bool = False) -> Equi
         diff, spread = float(d.mean()), float(d.std(ddof=1))
     else:
         diff, spread = sa.mean - sb.mean, sa.std + sb.std
-    if spread <= ZERO_SPREAD:
-        words = constant_text(diff, len(a)) if paired else f"no spread on either side ({diff:+.2f} pp): not testable"
-        return Equivalence(margin, NAN, False, words)
+    if spread <= TIE:
+        return Equivalence(margin, NAN, False, constant_text(diff, min(sa.n, sb.n), paired))
     if paired:
         p_lower = sps.ttest_1samp(d, -margin, alternative="greater").pvalue  # H0: diff <= -margin
         p_upper = sps.ttest_1samp(d, margin, alternative="less").pvalue  # H0: diff >= +margin

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from scipy import stats as sps
@@ -52,3 +54,40 @@ def test_paired_difference_matches_scipy_and_beats_welch_on_paired_data():
     # The seed-to-seed spread (~0.7) cancels in the pairs: equivalence within 1 pp shows paired, not unpaired.
     assert tost(a, b, 1.0, paired=True).equivalent
     assert not tost(a, b, 1.0).equivalent
+
+
+def test_zero_spread_gives_no_p_value_no_interval_and_no_verdict():
+    """Every pair differing by the same amount leaves nothing to test against: no p = 0, no zero-width CI."""
+    from ftmed_core.stats import constant_text, paired_difference
+
+    base = [80.0, 82.0, 81.0]
+    shifted = [x + 0.5 for x in base]
+    d = paired_difference(shifted, base)
+    assert d.constant and d.diff == pytest.approx(0.5)
+    assert math.isnan(d.p_value) and math.isnan(d.low) and math.isnan(d.high) and math.isnan(d.effect_size)
+    same = paired_difference(base, list(base))
+    assert same.constant and same.diff == 0.0 and math.isnan(same.p_value)
+    # Unpaired: both sides constant.
+    w = welch([81.0, 81.0], [80.0, 80.0])
+    assert w.constant and w.diff == 1.0 and math.isnan(w.p_value) and math.isnan(w.low)
+    # One side with spread is a real test.
+    assert not welch([81.0, 82.0], [80.0, 80.0]).constant
+    assert not paired_difference([81.0, 82.5], [80.0, 81.0]).constant
+    assert constant_text(0.0, 3) == "identical in all 3 seeds"
+    assert constant_text(0.5, 3) == "the same shift (+0.50 pp) in all 3 seeds"
+
+
+@pytest.mark.parametrize("paired", [True, False])
+def test_tost_with_zero_spread_is_not_equivalent_and_says_why(paired):
+    """Two seeds one test image apart in each: 'equivalent' would be certainty from nothing."""
+    a, b = [80.0, 80.5], [80.0 - 0.01, 80.5 - 0.01]
+    result = tost(a, b, margin=1.0, paired=True)
+    assert not result.equivalent and math.isnan(result.p_value)
+    assert result.verdict == "the same shift (+0.01 pp) in all 2 seeds"
+    identical = tost(a, list(a), margin=1.0, paired=True)
+    assert identical.verdict == "identical in all 2 seeds" and not identical.equivalent
+    if not paired:
+        flat = tost([80.0, 80.0], [79.0, 79.0], margin=1.0)
+        assert not flat.equivalent and math.isnan(flat.p_value) and flat.verdict.startswith("no spread on either side")
+    far = tost([x + 5 for x in a], b, margin=1.0, paired=True)  # constant and far: still no "different"
+    assert not far.verdict.startswith("different") and "same shift (+5.01 pp)" in far.verdict

@@ -389,10 +389,16 @@ def test_cuda_graph_run_is_bitwise_repeatable(synth_dir, data, tmp_path):
     assert_same_run(run(config, data, rt, tmp_path / "a"), run(config, data, rt, tmp_path / "b"))
 
 
-def test_compare_runs_several_jobs_by_default_only_on_one_gpu(monkeypatch):
-    from ftmed.grid import GPU_JOBS, default_jobs
+def test_compare_default_jobs_on_cpu_and_one_gpu(monkeypatch):
+    import ftmed.grid as grid
+    from ftmed.grid import CPU_JOBS, GPU_JOBS, default_jobs
 
-    assert default_jobs("cpu", 1) == 1
+    cores = grid._cores()
+    assert default_jobs("cpu", 1) == min(CPU_JOBS, cores)
+    monkeypatch.setattr(grid, "_cores", lambda: 1)
+    assert default_jobs("cpu", 1) == 1  # never more runs than cores
+    monkeypatch.setattr(grid, "_cores", lambda: 16)
+    assert default_jobs("cpu", 1) == CPU_JOBS == 2
     assert default_jobs("gpu", 1) == GPU_JOBS > 1
     assert default_jobs("gpu", 2) == 1  # a multi-GPU run takes the devices itself
-    assert default_jobs("auto", 1) == (GPU_JOBS if CUDA else 1)
+    assert default_jobs("auto", 1) == (GPU_JOBS if CUDA else CPU_JOBS)

@@ -280,111 +280,137 @@ def test_report_command_prints_the_seed_advice_under_the_table(tmp_path, tiny_sy
     assert "Seeds needed:" in (runs / "comparison.md").read_text()
 
 
-# -- edges: zero spread, a framework that failed everything, overlapping seed sets, n = 1 and n = 2 ----------
-
-def _failed(record: RunRecord) -> RunRecord:
-    return replace(record, status="failed", test={}, error="RuntimeError: boom")
-
-
-def _by_variant(rows) -> dict:
-    return {r.variant: r for r in rows}
+def _failed(variant: str, framework: str, seed: int) -> RunRecord:
+    config = replace(VARIANTS[variant].config, seed=seed, epochs=2)
+    return RunRecord(run_key=run_key(framework, config, "0" * 32), framework=framework, status="failed",
+                     config=config.to_dict(), runtime={}, data={"label": "constructed", "md5": "0" * 32},
+                     error="constructed failure")
 
 
-def test_a_constant_shift_in_every_seed_is_stated_not_tested():
-    """baseline [80, 82, 81], a variant +0.5 pp in every seed: no p = 0, no zero-width interval, no
-    'better', not counted in Holm's m, no seed advice from a zero sd."""
-    base = {0: 80.0, 1: 82.0, 2: 81.0}
-    records = [_record("baseline", "lightning", s, a) for s, a in base.items()]
-    records += [_record("lr-1e-4", "lightning", s, a + 0.5) for s, a in base.items()]
-    records += [_record("sgd-momentum", "lightning", s, a - [3.0, 1.0, 2.0][s]) for s, a in base.items()]
-    rows = _by_variant(build_rows(records))
-    view = rows["lr-1e-4"].vs_baseline
-    assert view["constant"] and view["method"] == "paired"
-    assert view["verdict"].startswith("the same shift (+0.50 pp) in all 3 seeds")
-    assert math.isnan(view["p_value"]) and math.isnan(view["low"]) and math.isnan(view["high"])
-    assert "seeds_for_power" not in view
-    assert rows["sgd-momentum"].vs_baseline["holm_m"] == 1  # the constant variant is not in m
-    md = to_markdown(list(rows.values()), records)
-    line = next(l for l in md.splitlines() if l.startswith("| lr-1e-4"))
-    assert "Holm p" not in line and "better" not in line and "[+0.50, +0.50]" not in line
+def _views(row):
+    return [row.vs_baseline, *row.vs_baseline["per_framework"].values()]
 
 
-def test_exactly_identical_results_are_called_identical_and_never_within_seed_noise():
-    base = {0: 80.0, 1: 82.0, 2: 81.0}
-    records = [_record(v, fw, s, a) for v in ("baseline", "sigmoid-output") for fw in FRAMEWORKS for s, a in base.items()]
-    row = _by_variant(build_rows(records))["sigmoid-output"]
-    for view in (row.vs_baseline, *row.vs_baseline["per_framework"].values()):
-        assert view["verdict"].startswith("identical in all 3 seeds"), view["verdict"]
-        assert math.isnan(view["p_value"]) and view["holm_m"] == 0
-    # Lightning vs Keras, identical per seed: stated, not "equivalent", no seed advice.
-    assert row.difference["verdict"] == "identical in all 3 seeds" and not row.difference["equivalent"]
-    assert row.difference["seeds_for_power"] is None and power_notes([row]) == []
+_BASE = {0: 80.0, 1: 82.0, 2: 81.0, 3: 79.5, 4: 80.7}
+_ONE_IMAGE = 100 / 7180  # one PathMNIST test image, in pp
 
 
-def test_differences_equal_up_to_float_rounding_count_as_constant():
-    """k/7180 accuracies: shifts of the same count of images differ by ~1e-14 after division; still constant."""
-    counts = [5741, 5812, 5777]
-    records = [_record("baseline", "lightning", s, 100 * c / 7180) for s, c in enumerate(counts)]
-    records += [_record("lr-1e-4", "lightning", s, 100 * (c + 1) / 7180) for s, c in enumerate(counts)]
-    view = _by_variant(build_rows(records))["lr-1e-4"].vs_baseline
-    assert view["constant"] and "the same shift (+0.01 pp) in all 3 seeds" in view["verdict"]
+def _constant_study(seeds, frameworks=FRAMEWORKS):
+    """sigmoid-output equals the baseline seed for seed, lr-1e-4 is 0.5 pp higher in every seed, sgd-momentum
+    one test image lower in every seed; wider-deeper is noisy (a real test), all in every framework."""
+    shift = {"baseline": 0.0, "sigmoid-output": 0.0, "lr-1e-4": 0.5, "sgd-momentum": -_ONE_IMAGE}
+    noise = {0: 0.4, 1: -0.3, 2: 0.1, 3: 0.6, 4: -0.2}
+
+    def accuracy(variant, framework, seed):
+        if variant == "wider-deeper":
+            return _BASE[seed] + 1.0 + noise[seed]
+        return _BASE[seed] + shift[variant]
+
+    return _study(seeds, accuracy, frameworks=frameworks)
 
 
-def test_a_framework_that_failed_every_seed_is_left_out_of_the_seed_mean_and_named():
-    records = _study(range(5), _noisy())
-    records = [_failed(r) if r.framework == "keras" and r.config["name"] == "lr-1e-4" else r for r in records]
-    rows = _by_variant(build_rows(records))
-    view = rows["lr-1e-4"].vs_baseline
-    assert view["view"] == SEED_MEAN and view["method"] == "paired" and view["n_a"] == 5
-    assert view["frameworks"] == ["lightning"] and view["excluded"] == ["keras: no finished seed"]
-    light = view["per_framework"]["lightning"]
-    assert view["diff"] == pytest.approx(light["diff"]) and view["p_value"] == pytest.approx(light["p_value"])
-    cells = to_markdown(list(rows.values()), records)
-    assert "keras: no finished seed" in next(l for l in cells.splitlines() if l.startswith("| lr-1e-4"))
-    # A variant that does not share the baseline's start keeps its own method label (Welch).
-    records = [_failed(r) if r.framework == "keras" and r.config["name"] == "wider-deeper" else r for r in records]
-    wide = _by_variant(build_rows(records))["wider-deeper"].vs_baseline
-    assert wide["method"] == "welch" and wide["excluded"] == ["keras: no finished seed"] and wide["n_a"] == 5
+@pytest.mark.parametrize("n", [2, 3])
+def test_zero_spread_differences_get_words_not_p_values(n):
+    """Identical and constant-shift variants: no p, no interval, no better/worse, not in Holm's m, no advice."""
+    rows = {r.variant: r for r in build_rows(_constant_study(range(n)), margin=1.0)}
+    expected = {"sigmoid-output": f"identical in all {n} seeds",
+                "lr-1e-4": f"the same shift (+0.50 pp) in all {n} seeds",
+                "sgd-momentum": f"the same shift (-0.01 pp) in all {n} seeds"}
+    for name, words in expected.items():
+        for view in _views(rows[name]):
+            assert view["verdict"] == words and view["constant"]
+            assert math.isnan(view["p_value"]) and math.isnan(view["low"]) and math.isnan(view["high"])
+            assert "seeds_for_power" not in view
+    tested = _views(rows["wider-deeper"])
+    assert all(v["holm_m"] == 1 and not math.isnan(v["p_value"]) for v in tested)  # m counts only real tests
+    assert all(v["p_holm"] == pytest.approx(v["p_value"], rel=1e-12) for v in tested)
+    md = to_markdown(list(rows.values()), [])
+    assert "p=0.000" not in md and "[+0.50, +0.50]" not in md
+    lines = {line.split(" | ")[0].strip("| "): line for line in md.splitlines() if line.startswith("| ")}
+    assert f"paired n={n}: the same shift (+0.50 pp) in all {n} seeds" in lines["lr-1e-4"]
+    assert "better" not in lines["lr-1e-4"] and "worse" not in lines["sgd-momentum"]
+    assert "within seed noise" not in lines["sigmoid-output"]
+    # The frameworks agree exactly in every seed: TOST says so and claims no equivalence, and gives no advice.
+    for row in rows.values():
+        assert row.difference["verdict"] == f"identical in all {n} seeds"
+        assert not row.difference["equivalent"] and row.difference["seeds_for_power"] is None
+    assert not any(note.startswith("equivalence") for note in power_notes(list(rows.values()), 1.0))
+
+
+def test_one_seed_supports_no_test():
+    rows = build_rows(_constant_study([0]), margin=1.0)
+    for row in rows[1:]:
+        for view in _views(row):
+            assert math.isnan(view["p_value"]) and view["verdict"].startswith("n/a") and not view["constant"]
+        assert row.difference["verdict"].startswith("n/a")
+
+
+def test_seed_mean_leaves_out_a_framework_that_failed_every_seed():
+    """keras fails every seed of lr-1e-4: the headline uses lightning's 3 paired seeds and names keras."""
+    records = [r for r in _study(range(3), _noisy()) if not (r.config["name"] == "lr-1e-4" and r.framework == "keras")]
+    records += [_failed("lr-1e-4", "keras", s) for s in range(3)]
+    rows = {r.variant: r for r in build_rows(records)}
+    head = rows["lr-1e-4"].vs_baseline
+    assert head["view"] == SEED_MEAN and head["method"] == "paired" and head["n_a"] == head["n_b"] == 3
+    assert head["left_out"] == ["keras: no finished seed"]
+    light = head["per_framework"]["lightning"]
+    assert head["diff"] == pytest.approx(light["diff"], rel=1e-12)  # lightning alone, keras's baseline not mixed in
+    assert head["p_value"] == pytest.approx(light["p_value"], rel=1e-12)
+    md = to_markdown(list(rows.values()), [])
+    line = next(l for l in md.splitlines() if l.startswith("| lr-1e-4 "))
+    assert "(keras: no finished seed: left out)" in line and "welch n=0" not in line and "paired n=3" in line
+    keras = head["per_framework"]["keras"]
+    assert keras["method"] == "paired" and keras["verdict"] == "n/a: no finished seed" and keras["holm_m"] == 3
+    assert rows["sgd-momentum"].vs_baseline["left_out"] == []
+
+
+def test_seed_mean_per_seed_uses_frameworks_that_finished_variant_and_baseline():
+    """keras misses seed 2 of the variant: seed 2's mean is lightning's alone on both sides."""
+    records = [r for r in _study(range(3), _noisy())
+               if not (r.config["name"] == "lr-1e-4" and r.framework == "keras" and r.config["seed"] == 2)]
+    head = next(r for r in build_rows(records) if r.variant == "lr-1e-4").vs_baseline
+    acc = {(r.config["name"], r.framework, r.config["seed"]): 100 * r.test["accuracy"] for r in records}
+    diffs = [np.mean([acc["lr-1e-4", fw, s] for fw in FRAMEWORKS]) - np.mean([acc["baseline", fw, s] for fw in FRAMEWORKS])
+             for s in (0, 1)] + [acc["lr-1e-4", "lightning", 2] - acc["baseline", "lightning", 2]]
+    ref = sps.ttest_1samp(diffs, 0.0)
+    assert head["method"] == "paired" and head["n_a"] == 3 and head["left_out"] == []
+    assert head["p_value"] == pytest.approx(ref.pvalue, rel=1e-12)
 
 
 def test_overlapping_seed_sets_never_use_a_seed_on_both_sides():
-    """Lightning {0,1,2} vs Keras {2,3,4}: seed 2 started identically in both, so an unpaired test would
-    count it twice; one common seed is too few to pair: not comparable, with the reason."""
+    """lightning {0,1,2} vs keras {2,3,4}: one common seed, not comparable; {0,1,2} vs {1,2,3}: paired on 1, 2."""
     acc = _noisy()
-    records = [_record("baseline", "lightning", s, acc("baseline", "lightning", s)) for s in (0, 1, 2)]
-    records += [_record("baseline", "keras", s, acc("baseline", "keras", s)) for s in (2, 3, 4)]
-    (row,) = build_rows(records)
-    assert row.difference["method"] == "not comparable" and "seed 2" in row.difference["verdict"]
-    assert math.isnan(row.difference["p_value"]) and not row.difference["equivalent"]
-    # Two common seeds: paired on those two only.
-    records += [_record("baseline", "keras", 1, acc("baseline", "keras", 1))]
-    (row,) = build_rows(records)
-    assert row.difference["method"] == "paired" and row.difference["n"] == 2
-    # Disjoint sets are independent: Welch over all of them.
-    disjoint = [r for r in records if not (r.framework == "keras" and r.config["seed"] in (1, 2))]
-    (row,) = build_rows(disjoint)
-    assert row.difference["method"] == "welch"
+    one = [_record("baseline", "lightning", s, acc("baseline", "lightning", s)) for s in (0, 1, 2)]
+    one += [_record("baseline", "keras", s, acc("baseline", "keras", s)) for s in (2, 3, 4)]
+    d = build_rows(one)[0].difference
+    assert d["method"] == "not comparable" and math.isnan(d["p_value"]) and not d["equivalent"]
+    assert "seed 2" in d["verdict"] and d["verdict"].startswith("not comparable")
+    two = [_record("baseline", "lightning", s, acc("baseline", "lightning", s)) for s in (0, 1, 2)]
+    two += [_record("baseline", "keras", s, acc("baseline", "keras", s)) for s in (1, 2, 3)]
+    d = build_rows(two)[0].difference
+    by = {(r.framework, r.config["seed"]): 100 * r.test["accuracy"] for r in two}
+    ref = sps.ttest_rel([by["lightning", s] for s in (1, 2)], [by["keras", s] for s in (1, 2)])
+    assert d["method"] == "paired" and d["n"] == 2 and d["p_value"] == pytest.approx(ref.pvalue, rel=1e-12)
+    disjoint = [_record("baseline", "lightning", s, acc("baseline", "lightning", s)) for s in (0, 1)]
+    disjoint += [_record("baseline", "keras", s, acc("baseline", "keras", s)) for s in (2, 3)]
+    assert build_rows(disjoint)[0].difference["method"] == "welch"
+    # vs baseline, same start: variant seeds {0,1,2} vs baseline {2,3,4} share only seed 2.
+    vs = [_record("baseline", "lightning", s, acc("baseline", "lightning", s)) for s in (2, 3, 4)]
+    vs += [_record("lr-1e-4", "lightning", s, acc("lr-1e-4", "lightning", s)) for s in (0, 1, 2)]
+    view = build_rows(vs)[1].vs_baseline
+    assert view["method"] == "not comparable" and math.isnan(view["p_value"]) and "seed 2" in view["verdict"]
+    assert view["holm_m"] == 0
 
 
-@pytest.mark.parametrize("n", [1, 2])
-def test_one_or_two_seeds_claim_only_what_they_support(n):
-    records = _study(range(n), _noisy())
-    rows = build_rows(records)
-    for row in rows[1:]:
-        view = row.vs_baseline
-        if n == 1:
-            assert view["verdict"].startswith("n/a") and math.isnan(view["p_value"])
-            assert row.difference["verdict"].startswith("n/a")
-        else:
-            assert view["n_a"] == 2 and view["df"] == pytest.approx(1.0) or view["method"] == "welch"
-            assert view["verdict"] in ("better", "worse", "within seed noise")
-    assert all(r.vs_baseline.get("holm_m", 0) <= 4 for r in rows[1:])
+def test_seconds_per_epoch_say_how_many_runs_shared_the_cores():
+    from ftmed_core.report import table_cells, table_columns
 
-
-@pytest.mark.parametrize("seeds", [[0, 0], [0, 1, 1]])
-def test_a_record_given_twice_is_one_observation(seeds):
-    """The same run passed twice (a duplicated seed) is one run: n counts distinct runs."""
-    base = [_record("baseline", fw, s, 80.0 + s) for fw in FRAMEWORKS for s in seeds]
-    (row,) = build_rows(base)
-    assert row.cells["lightning"].n_finished == len(set(seeds))
-    assert row.cells["lightning"].seeds == sorted(set(seeds))
+    shared = [replace(r, runtime={"jobs": 2}) for r in _study(range(2), _noisy())]
+    alone = [replace(r, runtime={"jobs": 1}) for r in _study(range(2), _noisy())]
+    unknown = _study(range(2), _noisy())  # records that did not note --jobs claim nothing
+    texts = {}
+    for name, records in (("shared", shared), ("alone", alone), ("unknown", unknown)):
+        row = build_rows(records)[0]
+        texts[name] = dict(zip(table_columns(FRAMEWORKS), table_cells(row, FRAMEWORKS)))["keras s/epoch"]
+    assert texts == {"shared": "0.10 (2 side by side)", "alone": "0.10", "unknown": "0.10"}
+    assert "'(k side by side)': k runs shared the machine's cores" in to_markdown(build_rows(shared), [])
