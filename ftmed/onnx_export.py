@@ -37,6 +37,21 @@ OUTPUT_NAMES = ("logits", "probabilities")
 WEIGHTS = {"lightning": Path("checkpoints") / "last.ckpt", "keras": Path("model.keras")}
 
 
+def logit_tolerance(input_dim: int, reference_logits) -> float:
+    """The declared bound on max |ONNX Runtime logits - the run's own test logits|.
+
+    Both sides compute the same float32 products and differ only in the order their GEMM kernels sum them.
+    Reordering a float32 sum of K terms changes it by at most K * u * sum|terms| (u = 2^-24; Higham's
+    gamma_K); the widest layer is the first (K = input_dim), and the logits' magnitude stands in for the sum
+    of absolute terms, floored at 1. Measured differences are ~100x below this; a transposed kernel, a
+    missing /255 or a second softmax miss it by orders of magnitude.
+    """
+    import numpy as np
+
+    scale = max(1.0, float(np.max(np.abs(reference_logits))) if np.size(reference_logits) else 1.0)
+    return float(input_dim) * 2.0 ** -24 * scale
+
+
 def weights_file(run_dir: Path, framework: str) -> Path:
     return Path(run_dir) / WEIGHTS["keras" if is_keras(framework) else "lightning"]
 
@@ -64,10 +79,8 @@ def _finished_record(run_dir: Path) -> RunRecord:
     return record
 
 
-def _destination(run_dir: Path, out: Path | None, several: bool) -> Path:
-    if out is None:
-        return run_dir / MODEL_FILE
-    return out / f"{run_dir.name}.onnx" if several or out.is_dir() else out / MODEL_FILE
+def _destination(run_dir: Path, out: Path | None) -> Path:
+    return run_dir / MODEL_FILE if out is None else out / f"{run_dir.name}.onnx"
 
 
 def _check_writable(folder: Path) -> None:
@@ -131,8 +144,8 @@ def export(run_dirs, format: str = "onnx", out: str | os.PathLike | None = None,
            with_preprocessing: bool = False) -> list[Path]:
     """Export each finished run in `run_dirs` (one path or several) and return the written files.
 
-    Without `out` each file is `<run_dir>/model.onnx`; with `out` it is `<out>/model.onnx` for one run and
-    `<out>/<run key>.onnx` for several (or when `out` already exists as a folder). Raises ConfigError for
+    Without `out` each file is `<run_dir>/model.onnx`; with `out` (a folder, created if needed) it is
+    `<out>/<run key>.onnx`. Raises ConfigError for
     an unknown format or an unwritable `out`, RunError for a run that is missing, failed, unfinished or has
     no weights -- all checked before anything is exported -- or whose export fails. Nothing is left half-
     written: each file appears whole or not at all.
@@ -148,7 +161,7 @@ def export(run_dirs, format: str = "onnx", out: str | os.PathLike | None = None,
         _check_writable(out)
     written = []
     for run_dir, record in zip(run_dirs, records):
-        destination = _destination(run_dir, out, len(run_dirs) > 1)
+        destination = _destination(run_dir, out)
         if out is None:
             _check_writable(run_dir)
         with tempfile.TemporaryDirectory(prefix="ftmed-export-") as scratch:
