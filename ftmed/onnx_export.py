@@ -149,6 +149,10 @@ def export(run_dirs, format: str = "onnx", out: str | os.PathLike | None = None,
     an unknown format or an unwritable `out`, RunError for a run that is missing, failed, unfinished or has
     no weights -- all checked before anything is exported -- or whose export fails. Nothing is left half-
     written: each file appears whole or not at all.
+
+    Example:
+        >>> ftmed.export(["runs/lightning-b4b93e647214-76a71640-s0"], out="deploy", with_preprocessing=True)
+        [PosixPath('deploy/lightning-b4b93e647214-76a71640-s0.onnx')]
     """
     if format not in FORMATS:
         raise ConfigError(f"unknown export format {format!r}; choose one of: {', '.join(FORMATS)}")
