@@ -7,6 +7,7 @@ import typer
 from cli import data as data_cmd
 from cli.errors import FtmedGroup
 from cli.compare import compare
+from cli.export import export
 from cli.parity import parity
 from cli.report import report
 from cli.train import train
@@ -25,6 +26,7 @@ app.command()(compare)
 app.command()(report)
 app.command()(variants)
 app.command()(parity)
+app.command()(export)
 app.add_typer(data_cmd.app, name="data")
 
 

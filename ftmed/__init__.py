@@ -24,9 +24,10 @@ from ftmed_core.variants import BASELINE, Variant
 
 from ftmed.api import compare, load_data, load_runs, load_variants, report, synthesize, train, variants
 from ftmed.comparison import Comparison
+from ftmed.onnx_export import export
 
 __all__ = [
-    "train", "compare", "report", "load_runs", "variants", "load_variants", "load_data", "synthesize", "Comparison",
+    "train", "compare", "report", "load_runs", "variants", "load_variants", "load_data", "synthesize", "export", "Comparison",
     "ExperimentConfig", "OptimizerConfig", "RuntimeConfig", "RunRecord", "Variant", "BASELINE",
     "optimizer_config", "FtmedError", "ConfigError", "DataError", "RunError", "__version__",
 ]

@@ -58,7 +58,7 @@ def test_import_ftmed_imports_no_framework():
 
 
 def test_every_public_function_has_a_docstring_with_an_example():
-    for name in ("train", "compare", "load_runs", "variants", "load_variants", "load_data", "synthesize"):
+    for name in ("train", "compare", "load_runs", "variants", "load_variants", "load_data", "synthesize", "export"):
         doc = getattr(ftmed, name).__doc__ or ""
         assert "Example:" in doc and f"ftmed.{name}(" in doc, name
     assert "Example:" in (ftmed.Comparison.__doc__ or "")
