@@ -40,18 +40,44 @@ def test_missing_files_are_listed_in_one_line_before_anything_trains(tmp_path):
     assert missing_files(["breastmnist"], [28], tmp_path / "data") == []
 
 
-def test_two_file_grid_runs_and_resumes(tmp_path):
+def _check_atlas_against_tables(runs_dir, n_files):
+    """atlas.csv against comparison.csv (the per-file tables) and against the tables' accuracy means."""
+    import csv
+    import math
+
+    atlas = list(csv.DictReader(open(runs_dir / "atlas.csv")))
+    tables = list(csv.DictReader(open(runs_dir / "comparison.csv")))
+    assert len({r["data_md5"] for r in tables}) == n_files == len({a["data_md5"] for a in atlas})
+    for entry in atlas:
+        rows = {r["variant"]: r for r in tables if r["data_md5"] == entry["data_md5"]}
+        row, base = rows[entry["variant"]], rows["baseline"]
+        assert math.isclose(float(entry["diff"]), float(row["vs_baseline_diff"]), abs_tol=1e-9)
+        assert entry["verdict"] == row["vs_baseline_verdict"]
+        frameworks = [k[: -len("_acc_mean")] for k in row if k.endswith("_acc_mean")]
+        seed_mean = sum(float(row[f"{fw}_acc_mean"]) - float(base[f"{fw}_acc_mean"]) for fw in frameworks) / len(frameworks)
+        assert math.isclose(float(entry["diff"]), seed_mean, abs_tol=1e-6)
+        if "diff" in row and row.get("tost_p"):
+            assert entry["equivalence"] != "n/a"
+        assert entry["synthetic"] == "True" and "SYNTHETIC" in entry["data_file"]
+    assert (runs_dir / "atlas.png").stat().st_size > 0
+    assert "SYNTHETIC" in (runs_dir / "atlas.md").read_text()
+    return atlas
+
+
+def test_two_file_grid_runs_resumes_and_writes_the_atlas(tmp_path):
     import ftmed
 
     for flag in ("breastmnist", "retinamnist"):
         write_synthetic(tmp_path / "data", flag, 28, scale=0.03)
-    kwargs = dict(datasets="breastmnist,retinamnist", sizes="28", variants="baseline", frameworks="lightning",
-                  seeds=[0], epochs=1, data_dir=tmp_path / "data", runs_dir=tmp_path / "runs", quiet=True)
+    kwargs = dict(datasets="breastmnist,retinamnist", sizes="28", variants="baseline,sigmoid-output",
+                  frameworks="lightning", seeds=[0, 1], epochs=1, data_dir=tmp_path / "data",
+                  runs_dir=tmp_path / "runs", quiet=True, atlas=True)
     grid = ftmed.compare(**kwargs)
     assert set(grid) == {("breastmnist", 28), ("retinamnist", 28)}
     for comparison in grid.values():
-        assert not comparison.failed and len(comparison.records) == 1
-    keys = {c.records[0].run_key for c in grid.values()}
-    assert len(keys) == 2
+        assert not comparison.failed and len(comparison.records) == 4
+    atlas = _check_atlas_against_tables(tmp_path / "runs", 2)
+    assert {a["variant"] for a in atlas} == {"sigmoid-output"} and len(atlas) == 2
+    finished = {r.run_key: r.finished_at for c in grid.values() for r in c.records}
     again = ftmed.compare(**kwargs)  # resumable: the finished runs are read back, not retrained
-    assert {c.records[0].finished_at for c in again.values()} == {c.records[0].finished_at for c in grid.values()}
+    assert {r.run_key: r.finished_at for c in again.values() for r in c.records} == finished
