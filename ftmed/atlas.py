@@ -175,7 +175,7 @@ def atlas_heatmap(entries: list[dict], path: Path) -> Path:
     values = np.array([[cell[(f, v)]["diff"] if (f, v) in cell else np.nan for v in variants] for f in files])
     finite = values[np.isfinite(values)]
     bound = float(np.abs(finite).max()) if finite.size else 1.0
-    fig, ax = plt.subplots(figsize=(2.2 + 2.0 * len(variants), 1.2 + 0.7 * len(files)))
+    fig, ax = plt.subplots(figsize=(4.5 + 2.0 * len(variants), 1.6 + 0.8 * len(files)))
     image = ax.imshow(values, cmap="RdBu", vmin=-bound, vmax=bound, aspect="auto")
     ax.set_xticks(range(len(variants)), variants, rotation=20, ha="right")
     ax.set_yticks(range(len(files)), files)
@@ -184,7 +184,9 @@ def atlas_heatmap(entries: list[dict], path: Path) -> Path:
             e = cell.get((f, v))
             if e is not None:
                 diff = "n/a" if e["diff"] != e["diff"] else f"{e['diff']:+.1f}"
-                ax.text(j, i, f"{diff}\n{e['verdict']}\nL-K {e['equivalence']}", ha="center", va="center", fontsize=7)
+                dark = np.isfinite(e["diff"]) and abs(e["diff"]) > 0.6 * bound
+                ax.text(j, i, f"{diff}\n{e['verdict']}\nL-K {e['equivalence']}", ha="center", va="center",
+                        fontsize=7, color="white" if dark else "black")
     fig.colorbar(image, ax=ax, label="accuracy vs baseline (pp, seed mean)")
     synthetic = " -- SYNTHETIC data" if any(e["synthetic"] for e in entries) else ""
     ax.set_title(f"Atlas{synthetic}")
