@@ -25,6 +25,9 @@ def compare(
     epochs: EpochsOpt = None,
     dataset: DatasetOpt = None,
     size: SizeOpt = None,
+    datasets: Annotated[Optional[str], typer.Option("--datasets", help="Several data files: comma-separated flags or all-2d; each with every --sizes, into one runs folder (all files must be present).")] = None,
+    atlas: Annotated[bool, typer.Option("--atlas", help="With --datasets/--sizes: also write atlas.md/.csv/.png (data files x variants) over the whole runs folder.")] = False,
+    sizes: Annotated[Optional[str], typer.Option("--sizes", help="Comma-separated image sizes for --datasets, e.g. 28,64 (default 28).")] = None,
     data_dir: DataDirOpt = None,
     runs_dir: RunsDirOpt = Path("runs"),
     variants_file: VariantsFileOpt = None,
@@ -46,6 +49,25 @@ def compare(
     """Run variants x frameworks x seeds (resumable) and write the cross-framework comparison."""
     import ftmed
 
+    if datasets is not None or sizes is not None:
+        grid = ftmed.compare(
+            variants=variants, frameworks=frameworks, seeds=seeds, epochs=epochs, datasets=datasets or "pathmnist",
+            sizes=sizes or "28", data_dir=data_dir, runs_dir=runs_dir, variants_file=variants_file, jobs=jobs,
+            threads=threads, accelerator=value(accelerator), devices=devices, precision=value(precision),
+            steps_per_execution=steps_per_execution, cuda_graphs=cuda_graphs, margin=margin, shuffle=value(shuffle),
+            tensorboard=tensorboard, mlflow=mlflow_target(mlflow, mlflow_uri), executor=value(executor),
+            address=address, dataset=dataset, size=size, atlas=atlas,
+        )
+        bad = False
+        for (name, image_size), comparison in grid.items():
+            print_table(comparison.outputs["rows"], comparison.records, margin, f"{name} {image_size} px")
+            bad = bad or bool(comparison.failed or comparison.outputs["damaged"] or comparison.missing)
+        typer.echo(f"wrote {len(grid)} data files' runs and tables into {runs_dir} (ftmed report {runs_dir})")
+        if atlas:
+            typer.echo(f"wrote the atlas: {runs_dir / 'atlas.md'}, atlas.csv, atlas.png")
+        if bad:
+            raise typer.Exit(1)
+        return
     comparison = ftmed.compare(
         variants=variants, frameworks=frameworks, seeds=seeds, epochs=epochs, dataset=dataset, size=size,
         data_dir=data_dir, runs_dir=runs_dir, variants_file=variants_file, jobs=jobs, threads=threads,

@@ -66,14 +66,21 @@ def download(dataset: DatasetOpt = None, size: SizeOpt = None, data_dir: DataDir
 @app.command()
 def synth(
     out: Annotated[Path, typer.Option("--out", help="Folder to write the file into.")] = Path("data/synthetic"),
-    dataset: DatasetOpt = None,
+    flag: Annotated[Optional[str], typer.Option(
+        "--flag", "--dataset",
+        help="Any 2D MedMNIST flag (multi-label chestmnist included), or all-2d for every one (default: pathmnist).",
+    )] = None,
     size: SizeOpt = None,
     scale: Annotated[float, typer.Option(help="Fraction of the real split sizes (1.0 = full size).")] = 1.0,
     seed: Annotated[int, typer.Option(help="Generator seed.")] = 0,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing file.")] = False,
 ) -> None:
-    """Write a SYNTHETIC file in MedMNIST's exact format, for offline demos, tests and benchmarks."""
+    """Write a SYNTHETIC file in MedMNIST's exact format (the flag's channels, classes or labels, task and
+    scaled split sizes), for offline demos, tests and benchmarks."""
+    from ftmed_core.medmnist_info import all_2d_flags
     from ftmed_core.synth import write_synthetic
 
-    path = write_synthetic(out, dataset or "pathmnist", size or 28, scale=scale, seed=seed, overwrite=overwrite)
-    typer.echo(f"wrote SYNTHETIC {path} (use --data-dir {path.parent}); it is labelled synthetic in every record")
+    flags = all_2d_flags() if flag == "all-2d" else (flag or "pathmnist",)
+    for name in flags:
+        path = write_synthetic(out, name, size or 28, scale=scale, seed=seed, overwrite=overwrite)
+        typer.echo(f"wrote SYNTHETIC {path} (use --data-dir {path.parent}); it is labelled synthetic in every record")

@@ -29,6 +29,11 @@ def report(
         print_table(group["rows"], group["records"], margin, group["heading"] if len(outputs["groups"]) > 1 else None)
     n_records = sum(len(group["records"]) for group in outputs["groups"])
     if len(outputs["groups"]) > 1:
+        from ftmed.atlas import write_atlas
+
+        atlas = write_atlas(runs_dir, outputs["groups"])
+        typer.echo(f"wrote the atlas over {len(outputs['groups'])} data files: {atlas['markdown']}, "
+                   f"{atlas['csv'].name}, {atlas['png'].name}")
         typer.echo(f"these runs used {len(outputs['groups'])} different data files: one table per file, "
                    f"never pooled", err=True)
     typer.echo(f"wrote {outputs['markdown']} and {len(outputs['plots'])} plots from {n_records} records")

@@ -286,6 +286,9 @@ def compare(
     executor: str = "local",
     address: str | None = None,
     quiet: bool = False,
+    datasets: str | Iterable[str] | None = None,
+    sizes: str | Iterable[int] | None = None,
+    atlas: bool = False,
 ) -> Comparison:
     """Run variants × frameworks × seeds, each run in its own process (resumable: finished runs are kept
     and not retrained), write the report into `runs_dir`, and return the `Comparison`.
@@ -310,6 +313,11 @@ def compare(
             at `address`; README "Running on a cluster").
         quiet: print nothing of this function's own (the grid's progress bar still shows: a widget in a
             notebook).
+        datasets, sizes: several data files ("pathmnist,bloodmnist" or "all-2d"; "28,64"): the grid runs
+            for each (dataset, size) into `runs_dir` (`ftmed.atlas.compare_grid`) and a dict
+            {(dataset, size): Comparison} is returned. Every file must be present: one DataError lists
+            all missing ones (URL, MD5, target path) before anything trains. `atlas`: also write
+            atlas.md/.csv/.png (data files x variants, `ftmed.atlas.write_atlas`) into `runs_dir`.
 
     Failed runs are recorded and reported, not raised: check `comparison.failed`. Several studies may
     share `runs_dir`: a run another process is training is waited for, not trained twice.
@@ -319,6 +327,17 @@ def compare(
         >>> comparison.table
         >>> comparison.figures()["accuracy_bars"]
     """
+    if datasets is not None or sizes is not None:
+        from ftmed.atlas import compare_grid
+
+        if dataset is not None or size is not None:
+            raise ConfigError("give either dataset/size or datasets/sizes, not both")
+        return compare_grid(
+            datasets or "pathmnist", sizes or 28, data_dir=data_dir, variants=variants,
+            frameworks=frameworks, seeds=seeds, epochs=epochs, runs_dir=runs_dir, variants_file=variants_file,
+            jobs=jobs, threads=threads, accelerator=accelerator, devices=devices, precision=precision,
+            steps_per_execution=steps_per_execution, cuda_graphs=cuda_graphs, margin=margin, shuffle=shuffle,
+            tensorboard=tensorboard, mlflow=mlflow, executor=executor, address=address, quiet=quiet, atlas=atlas)
     from ftmed.grid import check_distinct_seeds, default_jobs, plan, read_planned, run_study
     from ftmed.console import progress_bar
     from ftmed.executors import make_executor

@@ -417,12 +417,12 @@ def materialize_data(data: dict) -> Path:
     unless an intact copy (same MD5) is already cached there. Raises DataError if the copy is not intact."""
     import ray
 
-    from ftmed_core.data import file_md5
+    from ftmed_core.data import memo_md5
     from ftmed_core.errors import DataError
 
     folder = Path(tempfile.gettempdir()) / DATA_CACHE / data["md5"]
     target = folder / data["name"]
-    if target.is_file() and target.stat().st_size == data["size"] and file_md5(target) == data["md5"]:
+    if target.is_file() and target.stat().st_size == data["size"] and memo_md5(target) == data["md5"]:
         return folder
     folder.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{data['name']}.", suffix=".part", dir=folder)

@@ -15,6 +15,7 @@ import hashlib
 import json
 import math
 import os
+import time
 import urllib.request
 import zipfile
 from dataclasses import dataclass, field, replace
@@ -58,6 +59,54 @@ def file_md5(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+HASH_MEMO = "md5-memo.json"
+# A file modified within this many seconds of being hashed may change again without its mtime moving
+# (coarse timestamps): its hash is not memoised yet (git's "racily clean" rule).
+_RACY_SECONDS = 2.0
+
+
+def _identity(stat: os.stat_result) -> dict:
+    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "inode": stat.st_ino, "device": stat.st_dev}
+
+
+def memo_md5(path: str | os.PathLike) -> str:
+    """The MD5 of `path`, hashed only when the file's identity changed since it was last hashed.
+
+    The memo (`md5-memo.json`, beside the file's `.npy` cache) maps the resolved path to
+    (size, mtime_ns, inode, device) and the MD5 found for them. Any change of those re-hashes: an edit
+    in place moves the mtime, a replacement (download, `data synth --overwrite`, `cp`) brings a new inode.
+    What it cannot see is a rewrite that keeps size, inode and restores the mtime to the nanosecond
+    (`os.utime` after an in-place edit); a file hashed while still being written, or within
+    `_RACY_SECONDS` of its last change, is not memoised. The memo is a speed-up only: unreadable or
+    unwritable, it is ignored and the file hashed.
+    """
+    from ftmed_core.npy_cache import cache_root
+    from ftmed_core.records import atomic_write_text
+
+    path = Path(path).resolve()
+    memo_path = cache_root(path) / HASH_MEMO
+    before = _identity(path.stat())
+    try:
+        memo = json.loads(memo_path.read_text())
+        entry = memo.get(str(path)) if isinstance(memo, dict) else None
+        if isinstance(entry, dict) and {k: entry.get(k) for k in before} == before and entry.get("md5"):
+            return str(entry["md5"])
+    except (OSError, ValueError):
+        memo = {}
+    md5 = file_md5(path)
+    stat = path.stat()
+    if _identity(stat) != before or time.time() - stat.st_mtime < _RACY_SECONDS:
+        return md5
+    memo = memo if isinstance(memo, dict) else {}
+    memo[str(path)] = {**before, "md5": md5}
+    try:
+        memo_path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(memo_path, json.dumps(memo, indent=1))
+    except OSError:
+        pass
+    return md5
 
 
 def manual_download_hint(info: DatasetInfo, size: int, path: Path) -> str:
@@ -164,11 +213,12 @@ class RawDataset:
         return self.md5 == self.info.md5s.get(self.size)
 
 
-def load_npz(path: str | os.PathLike, dataset: str, size: int) -> RawDataset:
+def load_npz(path: str | os.PathLike, dataset: str, size: int, hash_memo: bool = True) -> RawDataset:
     """Validate a MedMNIST-format file (keys, dtypes, shapes, label range, lengths) and map its images.
 
     The file is unpacked once into a cache of `.npy` files checked against its MD5 (`npy_cache.unpacked`);
-    the images are memory-mapped from there, so memory does not grow with the file.
+    the images are memory-mapped from there, so memory does not grow with the file. The MD5 comes from
+    the hash memo (`memo_md5`) unless `hash_memo` is False (then the whole file is hashed).
     """
     from ftmed_core.npy_cache import discard, unpacked
 
@@ -180,7 +230,7 @@ def load_npz(path: str | os.PathLike, dataset: str, size: int) -> RawDataset:
     if not path.is_file():
         raise DataError(f"{path} does not exist; {manual_download_hint(info, size, path)}")
     try:
-        md5 = file_md5(path)
+        md5 = memo_md5(path) if hash_memo else file_md5(path)
     except OSError as exc:
         raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
     if not zipfile.is_zipfile(path):

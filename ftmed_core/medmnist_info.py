@@ -60,14 +60,22 @@ def dataset_names() -> tuple[str, ...]:
     )
 
 
-def dataset_info(name: str) -> DatasetInfo:
+def all_2d_flags() -> tuple[str, ...]:
+    """Every 2D MedMNIST flag, whatever its task (multi-label ChestMNIST included): what `data synth` makes."""
+    return tuple(name for name in medmnist_info() if not name.endswith("3d"))
+
+
+def dataset_info(name: str, trainable: bool = True) -> DatasetInfo:
+    """The metadata of a 2D flag. With `trainable` (the default) only flags whose task ftmed trains are
+    accepted; `trainable=False` accepts every 2D flag (file formats, synthetic data)."""
     info = medmnist_info()
+    flags = dataset_names() if trainable else all_2d_flags()
     if name not in info:
-        raise DataError(f"unknown dataset {name!r}; choose one of: {', '.join(dataset_names())}")
+        raise DataError(f"unknown dataset {name!r}; choose one of: {', '.join(flags)}")
     entry = info[name]
     if name.endswith("3d"):
-        raise DataError(f"{name} is a 3D dataset; ftmed handles the 2D ones: {', '.join(dataset_names())}")
-    if entry["task"] not in SUPPORTED_TASKS:
+        raise DataError(f"{name} is a 3D dataset; ftmed handles the 2D ones: {', '.join(flags)}")
+    if trainable and entry["task"] not in SUPPORTED_TASKS:
         raise DataError(
             f"{name} is a {entry['task']!r} task; a softmax classifier needs one of {SUPPORTED_TASKS}: "
             f"{', '.join(dataset_names())}"

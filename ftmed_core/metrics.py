@@ -52,3 +52,32 @@ def confusion_matrix(predicted: np.ndarray, labels: np.ndarray, n_classes: int) 
     """(n_classes, n_classes) int64 counts, rows = true label, columns = predicted (sklearn's layout)."""
     return skm.confusion_matrix(np.asarray(labels).reshape(-1), np.asarray(predicted).reshape(-1),
                                 labels=np.arange(n_classes)).astype(np.int64)
+
+
+def multilabel_accuracy(scores: np.ndarray, targets: np.ndarray, threshold: float = 0.5) -> float:
+    """medmnist's getACC for "multi-label, binary-class": the mean over labels of the share of rows whose
+    `score > threshold` equals the label bit (= the share of all (row, label) bits right)."""
+    scores, targets = np.asarray(scores), np.asarray(targets)
+    return float(np.mean([np.mean((scores[:, j] > threshold) == (targets[:, j] == 1))
+                          for j in range(targets.shape[1])]))
+
+
+def multilabel_auc(scores: np.ndarray, targets: np.ndarray) -> float:
+    """medmnist's getAUC for "multi-label, binary-class": the mean over labels of each label's ROC AUC.
+    A label with only one value in the test rows gives NaN (sklearn would raise)."""
+    scores, targets = np.asarray(scores), np.asarray(targets)
+    return float(np.mean([binary_auc(targets[:, j] == 1, scores[:, j]) for j in range(targets.shape[1])]))
+
+
+def multilabel_test_metrics(logits: np.ndarray, targets: np.ndarray, head_activation: str) -> tuple[dict, np.ndarray]:
+    """accuracy, loss (Keras `binary_crossentropy`) and AUC of a multi-label head's test logits, plus the
+    probabilities (the activated head) they came from."""
+    from ftmed_core.losses import multilabel_per_sample_loss
+
+    probabilities = activate(logits, head_activation).astype(np.float32)
+    return {
+        "accuracy": multilabel_accuracy(probabilities, targets),
+        "loss": float(multilabel_per_sample_loss(logits, targets, head_activation).mean()),
+        "auc": multilabel_auc(probabilities, targets),
+        "n": int(len(targets)),
+    }, probabilities

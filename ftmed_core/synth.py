@@ -24,7 +24,8 @@ from ftmed_core.records import atomic_write
 
 
 def split_sizes(dataset: str, scale: float) -> dict:
-    info = dataset_info(dataset)
+    """Each split's row count in a synthetic file: the real split's scaled by `scale`, at least 9 rows."""
+    info = dataset_info(dataset, trainable=False)
     return {split: max(9, int(round(n * scale))) for split, n in info.n_samples.items()}
 
 
@@ -54,6 +55,24 @@ def _image_chunks(rng, prototypes, labels, noise):
         yield np.clip(pixels, 0, 255).astype(np.uint8)
 
 
+def _multi_label_chunks(rng, prototypes, labels, noise):
+    """The images of a multi-label `labels` matrix (N, L): each present finding adds its prototype."""
+    n = len(labels)
+    shape = prototypes.shape[1:]
+    chunk = _chunk_rows(shape)
+    flat = prototypes.reshape(len(prototypes), -1)
+    for start in range(0, n, chunk):
+        stop = min(start + chunk, n)
+        lab = labels[start:stop].astype(np.float32)
+        m = stop - start
+        strength = rng.uniform(0.5, 1.0, size=(m, 1)).astype(np.float32)
+        # Normal images (no finding) are plain noise around grey; k findings mix k prototypes, scaled so
+        # the image's contrast does not grow with k.
+        mix = (lab @ flat) / np.sqrt(np.maximum(lab.sum(axis=1, keepdims=True), 1.0)) * strength
+        pixels = 128.0 + 48.0 * mix.reshape((m, *shape)) + noise * rng.standard_normal((m, *shape), dtype=np.float32)
+        yield np.clip(pixels, 0, 255).astype(np.uint8)
+
+
 def _members(dataset: str, size: int, scale: float, seed: int, label_noise: float = 0.15, noise: float = 40.0):
     """(key, shape, dtype, chunks) of each array of the file, in file order.
 
@@ -64,9 +83,10 @@ def _members(dataset: str, size: int, scale: float, seed: int, label_noise: floa
         raise DataError(f"scale must be in (0, 1], got {scale}")
     if not 0 <= label_noise < 1:
         raise DataError(f"label noise must be in [0, 1), got {label_noise}")
-    info = dataset_info(dataset)
+    info = dataset_info(dataset, trainable=False)
     if size not in info.urls:
         raise DataError(f"{dataset} has no size {size}; available: {', '.join(map(str, info.urls))}")
+    multi_label = info.task.startswith("multi-label")
     rng = np.random.default_rng(seed)
     channels = info.n_channels
     coarse = max(2, size // 4)
@@ -77,7 +97,9 @@ def _members(dataset: str, size: int, scale: float, seed: int, label_noise: floa
     if channels == 1:
         prototypes = prototypes[..., 0]
     sizes = split_sizes(dataset, scale)
-    for split in ("train", "val", "test"):
+    if multi_label:
+        yield from _multi_label_members(rng, info, prototypes, sizes, label_noise, noise)
+    for split in ("train", "val", "test") if not multi_label else ():
         n = sizes[split]
         true = rng.integers(0, info.n_classes, size=n)
         yield f"{split}_images", (n, *prototypes.shape[1:]), np.uint8, _image_chunks(rng, prototypes, true, noise)
@@ -87,10 +109,29 @@ def _members(dataset: str, size: int, scale: float, seed: int, label_noise: floa
             yield np.where(flip, rng.integers(0, info.n_classes, size=n), true).astype(np.uint8).reshape(-1, 1)
 
         yield f"{split}_labels", (n, 1), np.uint8, labels()
-    params = {"generator": "ftmed.synth", "dataset_shape_of": dataset, "size": size, "scale": scale,
+    params = {"generator": "ftmed.synth", "dataset_shape_of": dataset, "task": info.task, "size": size, "scale": scale,
               "seed": seed, "label_noise": label_noise, "noise": noise, "split_sizes": sizes}
     text = np.array(json.dumps(params))
     yield SYNTHETIC_KEY, text.shape, text.dtype, iter([text])
+
+
+def _multi_label_members(rng, info, prototypes, sizes, label_noise, noise):
+    """The split members of a multi-label file: labels (N, L) uint8 in {0, 1}, as MedMNIST stores them.
+
+    Each finding has its own prevalence (5-30 %) and prototype; a share `label_noise / 4` of the label
+    bits is flipped (a flipped bit is rarer than a flipped class: there are L of them per image).
+    """
+    prevalence = rng.uniform(0.05, 0.3, size=info.n_classes)
+    for split in ("train", "val", "test"):
+        n = sizes[split]
+        true = (rng.random((n, info.n_classes)) < prevalence).astype(np.uint8)
+        yield f"{split}_images", (n, *prototypes.shape[1:]), np.uint8, _multi_label_chunks(rng, prototypes, true, noise)
+
+        def labels(n=n, true=true):
+            flip = rng.random(true.shape) < label_noise / 4
+            yield np.where(flip, 1 - true, true).astype(np.uint8)
+
+        yield f"{split}_labels", (n, info.n_classes), np.uint8, labels()
 
 
 def make_synthetic(dataset: str = "pathmnist", size: int = 28, scale: float = 1.0, seed: int = 0,

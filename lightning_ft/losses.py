@@ -50,3 +50,23 @@ def keras_loss(logits: torch.Tensor, labels: torch.Tensor, output_activation: st
 def correct_count(logits: torch.Tensor, labels: torch.Tensor, output_activation: str) -> torch.Tensor:
     """How many rows the argmax of the activated output gets right (first index wins ties)."""
     return (activate(logits, output_activation).argmax(dim=1) == labels).sum()
+
+
+def multilabel_per_sample_loss(logits: torch.Tensor, targets: torch.Tensor, head_activation: str) -> torch.Tensor:
+    """Keras's `binary_crossentropy` per row (mean over the labels), as `ftmed_core.losses` defines it:
+    on the logits for a sigmoid head (`binary_cross_entropy_with_logits`, the same stable formula as TF's
+    `sigmoid_cross_entropy_with_logits`), else on the activated output clipped to [1e-7, 1 - 1e-7]."""
+    targets = targets.to(logits.dtype)
+    if head_activation == "sigmoid":
+        per_label = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    elif head_activation in ("linear", "tanh"):
+        p = activate(logits, head_activation).clamp(KERAS_EPSILON, 1.0 - KERAS_EPSILON)
+        per_label = -(targets * torch.log(p) + (1 - targets) * torch.log(1 - p))
+    else:
+        raise ValueError(f"a multi-label head takes sigmoid, linear or tanh, not {head_activation!r}")
+    return per_label.mean(dim=1)
+
+
+def multilabel_loss(logits: torch.Tensor, targets: torch.Tensor, head_activation: str) -> torch.Tensor:
+    """Scalar mean over the batch (Keras: sum / batch size)."""
+    return multilabel_per_sample_loss(logits, targets, head_activation).mean()

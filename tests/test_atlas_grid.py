@@ -1,0 +1,83 @@
+"""compare over several data files: the specs, the missing-file line, and a real two-file grid."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from cli.main import app
+from ftmed.atlas import missing_files, parse_datasets, parse_sizes
+from ftmed_core.errors import ConfigError, DataError
+from ftmed_core.medmnist_info import dataset_names
+from ftmed_core.synth import write_synthetic
+
+
+def test_specs():
+    assert parse_datasets("all-2d") == list(dataset_names())
+    assert parse_datasets("bloodmnist, pathmnist,bloodmnist") == ["bloodmnist", "pathmnist"]
+    assert parse_sizes("28,64") == [28, 64]
+    with pytest.raises(DataError, match="unknown dataset"):
+        parse_datasets("pathmnist,nosuchmnist")
+    with pytest.raises(ConfigError, match="not a MedMNIST size"):
+        parse_sizes("28,100")
+
+
+def test_missing_files_are_listed_in_one_line_before_anything_trains(tmp_path):
+    write_synthetic(tmp_path / "data", "breastmnist", 28, scale=0.05)
+    result = CliRunner().invoke(app, ["compare", "--datasets", "breastmnist,bloodmnist", "--sizes", "28,64",
+                                      "--data-dir", str(tmp_path / "data"), "--runs-dir", str(tmp_path / "runs"),
+                                      "--seeds", "0", "--epochs", "1", "--variants", "baseline"])
+    assert result.exit_code != 0
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1, result.output
+    line = lines[0]
+    assert "3 data file(s) missing" in line
+    for name in ("breastmnist_64.npz", "bloodmnist.npz", "bloodmnist_64.npz"):
+        assert str(tmp_path / "data" / name) in line
+    assert "https://zenodo.org/" in line and "MD5 " in line
+    assert f"-> {tmp_path / 'data' / 'breastmnist.npz'}" not in line  # present: not listed
+    assert not (tmp_path / "runs").exists()
+    assert missing_files(["breastmnist"], [28], tmp_path / "data") == []
+
+
+def _check_atlas_against_tables(runs_dir, n_files):
+    """atlas.csv against comparison.csv (the per-file tables) and against the tables' accuracy means."""
+    import csv
+    import math
+
+    atlas = list(csv.DictReader(open(runs_dir / "atlas.csv")))
+    tables = list(csv.DictReader(open(runs_dir / "comparison.csv")))
+    assert len({r["data_md5"] for r in tables}) == n_files == len({a["data_md5"] for a in atlas})
+    for entry in atlas:
+        rows = {r["variant"]: r for r in tables if r["data_md5"] == entry["data_md5"]}
+        row, base = rows[entry["variant"]], rows["baseline"]
+        assert math.isclose(float(entry["diff"]), float(row["vs_baseline_diff"]), abs_tol=1e-9)
+        assert entry["verdict"] == row["vs_baseline_verdict"]
+        frameworks = [k[: -len("_acc_mean")] for k in row if k.endswith("_acc_mean")]
+        seed_mean = sum(float(row[f"{fw}_acc_mean"]) - float(base[f"{fw}_acc_mean"]) for fw in frameworks) / len(frameworks)
+        assert math.isclose(float(entry["diff"]), seed_mean, abs_tol=1e-6)
+        if "diff" in row and row.get("tost_p"):
+            assert entry["equivalence"] != "n/a"
+        assert entry["synthetic"] == "True" and "SYNTHETIC" in entry["data_file"]
+    assert (runs_dir / "atlas.png").stat().st_size > 0
+    assert "SYNTHETIC" in (runs_dir / "atlas.md").read_text()
+    return atlas
+
+
+def test_two_file_grid_runs_resumes_and_writes_the_atlas(tmp_path):
+    import ftmed
+
+    for flag in ("breastmnist", "retinamnist"):
+        write_synthetic(tmp_path / "data", flag, 28, scale=0.03)
+    kwargs = dict(datasets="breastmnist,retinamnist", sizes="28", variants="baseline,sigmoid-output",
+                  frameworks="lightning", seeds=[0, 1], epochs=1, data_dir=tmp_path / "data",
+                  runs_dir=tmp_path / "runs", quiet=True, atlas=True)
+    grid = ftmed.compare(**kwargs)
+    assert set(grid) == {("breastmnist", 28), ("retinamnist", 28)}
+    for comparison in grid.values():
+        assert not comparison.failed and len(comparison.records) == 4
+    atlas = _check_atlas_against_tables(tmp_path / "runs", 2)
+    assert {a["variant"] for a in atlas} == {"sigmoid-output"} and len(atlas) == 2
+    finished = {r.run_key: r.finished_at for c in grid.values() for r in c.records}
+    again = ftmed.compare(**kwargs)  # resumable: the finished runs are read back, not retrained
+    assert {r.run_key: r.finished_at for c in again.values() for r in c.records} == finished
