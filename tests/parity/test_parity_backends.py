@@ -24,6 +24,7 @@ from ftmed_parity.suite import layer_checks
 needs_jax = pytest.mark.skipif(not backend_available("jax"), reason="jax is not installed")
 
 
+@pytest.mark.slow
 @needs_jax
 def test_cli_layer_4_on_jax_passes_states_the_formulas_and_imports_no_tensorflow(tmp_path):
     out = tmp_path / "parity"
