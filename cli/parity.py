@@ -55,7 +55,7 @@ def parse_keras_backends(text: str | None) -> tuple[str, ...]:
 
     ConfigError (one line) for an unknown name or a backend whose library is not installed here.
     """
-    from ftmed_core.backend_probe import backend_available, installed_backends
+    from ftmed_parity.probe import backend_available, installed_backends
     from ftmed_core.frameworks import KERAS_BACKENDS
 
     if text is None:

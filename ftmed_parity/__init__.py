@@ -13,7 +13,7 @@ frameworks are reached only through `Sides` (sides.py), which a test replaces to
 | suite.py | the layer list, `run_layers`, the generated tolerance table |
 
 Both frameworks run in one process, on CPU, float32, one thread each (`sides.setup_frameworks`); Keras on
-another backend runs in a child process per layer (`ftmed_core.backend_probe`), so such a run needs no
+another backend runs in a child process per layer (`ftmed_parity.probe`), so such a run needs no
 TensorFlow (`sides.port_sides`). This
 package imports the adapters (lazily: importing it loads no framework) and never the CLI; `ftmed parity`
 (cli/parity.py) only renders what it returns.

@@ -19,7 +19,7 @@ import textwrap
 
 import pytest
 
-from ftmed_core.backend_probe import backend_available
+from ftmed_parity.probe import backend_available
 from ftmed_core.errors import ConfigError
 from ftmed_core.frameworks import (
     FRAMEWORKS, canonical, effective_loss, keras_backend, keras_label, matching_lightning_loss,
