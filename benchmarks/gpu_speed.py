@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench_common import steady
 from ftmed_core.config import RuntimeConfig
 from ftmed_core.data import load_experiment_data
 from ftmed_core.protocol import batch_bounds, epoch_permutation, initial_weights
@@ -149,10 +150,6 @@ def ftmed(config, data, accelerator: str, threads: int, steps: int) -> tuple[lis
             result.environment.get("training_path", "?"))
 
 
-def steady(times: list[float]) -> float:
-    return statistics.median(times[1:] if len(times) > 1 else times)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", default="/tmp/ftmed_gpu_bench")
@@ -197,14 +194,14 @@ def main() -> None:
         path = "?"
         for _ in range(args.reps):
             epochs, per_epoch, path = ftmed(config, data, "gpu" if cuda else "cpu", threads, steps)
-            rows["ftmed fast"].append(steady(epochs))
+            rows["ftmed fast"].append(statistics.median(steady(epochs)))
             fit_per_epoch["ftmed fast"].append(per_epoch)
             epochs, per_epoch, _ = ftmed(config, data, "gpu" if cuda else "cpu", threads, 1)
-            rows["ftmed plain"].append(steady(epochs))
+            rows["ftmed plain"].append(statistics.median(steady(epochs)))
             fit_per_epoch["ftmed plain"].append(per_epoch)
-            rows["eager loop"].append(steady(eager_loop(config, data, device, args.epochs)))
+            rows["eager loop"].append(statistics.median(steady(eager_loop(config, data, device, args.epochs))))
             if cuda:
-                rows["graph loop"].append(steady(graph_loop(config, data, device, args.epochs)))
+                rows["graph loop"].append(statistics.median(steady(graph_loop(config, data, device, args.epochs))))
         medians = {name: statistics.median(values) for name, values in rows.items()}
         reference = "graph loop" if cuda else "eager loop"
         print(f"\n{model}: {len(data.y_train)} train / {len(data.y_val)} val rows; ftmed fast ran '{path}'")

@@ -19,12 +19,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+import bench_common
+from bench_common import emit
 
 
 def child(spec: dict) -> dict:
@@ -55,11 +54,10 @@ def child(spec: dict) -> dict:
 
 
 def run_child(spec: dict) -> dict:
-    done = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True,
-                          cwd=ROOT, env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
-    if done.returncode != 0:
-        raise SystemExit(f"{spec['framework']}: exit {done.returncode}\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    result = bench_common.run_child(__file__, [json.dumps(spec)], spec["framework"])
+    if "error" in result:
+        raise SystemExit(result["error"])
+    return result
 
 
 def main() -> None:
@@ -74,7 +72,7 @@ def main() -> None:
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(json.loads(args.child))))
+        emit(child(json.loads(args.child)))
         return
 
     from ftmed_core.frameworks import parse_frameworks

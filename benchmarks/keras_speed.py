@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 import keras_ref  # noqa: F401  (pins the backend)
+from bench_common import steady
 from ftmed_core.config import ExperimentConfig, RuntimeConfig
 from ftmed_core.data import load_npz, one_hot, prepare, preprocess_images
 from ftmed_core.protocol import epoch_permutation, initial_weights
@@ -66,10 +67,6 @@ def data_file(scale: float) -> Path:
     if not path.is_file():
         write_synthetic(out, "pathmnist", 28, scale=scale, seed=0)
     return path
-
-
-def steady(seconds: list[float]) -> list[float]:
-    return seconds[1:] if len(seconds) > 1 else seconds
 
 
 def run_study(config, raw_x, raw_y, n_classes):

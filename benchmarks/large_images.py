@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import threading
@@ -33,7 +32,9 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+import bench_common
+from bench_common import emit, gemm_floor
+
 DEFAULT_DIR = Path(os.environ.get("FTMED_BENCH_DATA", "/tmp/ftmed_bench_large"))
 
 
@@ -100,38 +101,14 @@ def child_prepare(size: int, scale: float, data_dir: Path, threads: int) -> dict
 
 
 def child_gemm(size: int, data_dir: Path, threads: int) -> dict:
-    import torch
-
     from ftmed_core.data import holdout_split_at
 
-    torch.set_num_threads(threads)
     config = _config(size, data_dir)
-    sizes = [size * size * 3, *config.hidden_units, 9]
     n_rows = json.loads(os.environ["FTMED_BENCH_ROWS"])
     n_train = holdout_split_at(n_rows, config.val_fraction)
-    n_val = n_rows - n_train
-    batch = config.batch_size
-    flops_epoch, layer_seconds = 0.0, 0.0
-    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        forward = 2.0 * fan_in * fan_out
-        backward = forward * (1 if i == 0 else 2)  # weight grad always; input grad except the first layer
-        flops_epoch += (forward + backward) * n_train + forward * n_val
-        a, w, g = torch.randn(batch, fan_in), torch.randn(fan_in, fan_out), torch.randn(batch, fan_out)
-        # run.py's 7 x 20 repetitions at 28 px; fewer for the huge first layer at large sizes.
-        inner = max(1, min(20, int(4e9 // (forward * batch * 3))))
-        best = float("inf")
-        for _ in range(7 if inner == 20 else 4):
-            start = time.perf_counter()
-            for _ in range(inner):
-                torch.mm(a, w)
-                torch.mm(a.t(), g)
-                if i:
-                    torch.mm(g, w.t())
-            best = min(best, (time.perf_counter() - start) / inner)
-        layer_seconds += best
-    step_flops = sum(2.0 * a * b * (3 if i else 2) for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))) * batch
-    rate = step_flops / layer_seconds
-    return {"flops_per_epoch": flops_epoch, "gemm_flops_per_s": rate, "floor_seconds": flops_epoch / rate}
+    # run.py's 7 x 20 repetitions at 28 px; fewer for the huge first layer at large sizes.
+    return gemm_floor([size * size * 3, *config.hidden_units, 9], n_train=n_train, n_val=n_rows - n_train,
+                      batch=config.batch_size, threads=threads, flops_budget=4e9)
 
 
 def child_fit(framework: str, size: int, data_dir: Path, threads: int) -> dict:
@@ -163,16 +140,9 @@ def child_fit(framework: str, size: int, data_dir: Path, threads: int) -> dict:
 
 
 def run_child(kind: str, args: argparse.Namespace, extra_env: dict | None = None) -> dict:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT), **(extra_env or {})}
-    command = [sys.executable, __file__, "--child", kind, "--size", str(args.size), "--scale", str(args.scale),
-               "--threads", str(args.threads), "--data-dir", str(args.data_dir)]
-    started = time.perf_counter()
-    proc = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    if proc.returncode != 0 or not lines:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        return {"error": f"{kind} failed (exit {proc.returncode}): {' | '.join(tail)}"}
-    return {**json.loads(lines[-1][len("RESULT "):]), "process_seconds": time.perf_counter() - started}
+    return bench_common.run_child(__file__, [kind, "--size", str(args.size), "--scale", str(args.scale),
+                                             "--threads", str(args.threads), "--data-dir", str(args.data_dir)],
+                                  kind, extra_env)
 
 
 def main() -> None:
@@ -196,7 +166,7 @@ def main() -> None:
             out = child_gemm(args.size, args.data_dir, args.threads)
         else:
             out = child_fit(args.child, args.size, args.data_dir, args.threads)
-        print("RESULT " + json.dumps(out), flush=True)
+        emit(out)
         return
 
     load = os.getloadavg()

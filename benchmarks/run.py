@@ -33,7 +33,9 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+import bench_common
+from bench_common import ROOT, emit, gemm_floor, steady
+
 DATA_DIR = Path(os.environ.get("FTMED_BENCH_DATA", "/tmp/ftmed_bench_data"))
 CONTENDERS = ("ftmed-lightning", "ftmed-keras", "study-keras", "torch-loop", "tutorial")
 
@@ -180,38 +182,8 @@ def child_tutorial(model: str, threads: int, epochs: int) -> list[float]:
 
 def child_gemm(model: str, threads: int) -> dict:
     """Best float32 GEMM rate torch reaches for this model's layer shapes, and the FLOPs of one epoch."""
-    import torch
-
-    torch.set_num_threads(threads)
-    config = _config(model, 1)
-    sizes = [2352, *config.hidden_units, 9]
-    n_train, n_val, batch = 71996, 18000, 128
-    flops_epoch = 0.0
-    layer_seconds = 0.0
-    wall0, cpu0 = time.perf_counter(), time.process_time()
-    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        forward = 2.0 * fan_in * fan_out
-        backward = forward * (1 if i == 0 else 2)  # weight grad always; input grad except the first layer
-        flops_epoch += (forward + backward) * n_train + forward * n_val
-        # Time the three GEMMs of a training step at batch 128 for this layer, best of many.
-        a = torch.randn(batch, fan_in)
-        w = torch.randn(fan_in, fan_out)
-        g = torch.randn(batch, fan_out)
-        best = float("inf")
-        for _ in range(7):
-            start = time.perf_counter()
-            for _ in range(20):
-                torch.mm(a, w)
-                torch.mm(a.t(), g)
-                if i:
-                    torch.mm(g, w.t())
-            best = min(best, (time.perf_counter() - start) / 20)
-        layer_seconds += best
-    step_flops = sum(2.0 * a * b * (3 if i else 2) for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))) * batch
-    rate = step_flops / layer_seconds
-    cores_used = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
-    return {"flops_per_epoch": flops_epoch, "gemm_flops_per_s": rate, "floor_seconds": flops_epoch / rate,
-            "cores_used": cores_used}
+    return gemm_floor([2352, *_config(model, 1).hidden_units, 9], n_train=71996, n_val=18000, batch=128,
+                      threads=threads)
 
 
 def child_gemm_tf(model: str, threads: int) -> dict:
@@ -279,20 +251,13 @@ def child_main(argv: list[str]) -> None:
     else:
         raise SystemExit(f"unknown child kind {kind}")
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print("RESULT " + json.dumps(out), flush=True)
+    emit(out)
 
 
 # ---------------------------------------------------------------- parent
 
 def run_child(kind: str, model: str, threads: int, epochs: int) -> dict:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, __file__, "--child", kind, model, str(threads), str(epochs)],
-                          capture_output=True, text=True, env=env, cwd=ROOT)
-    lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
-    if proc.returncode != 0 or not lines:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        return {"error": f"{kind} failed: {' | '.join(tail)}"}
-    return json.loads(lines[-1][len("RESULT "):])
+    return bench_common.run_child(__file__, [kind, model, str(threads), str(epochs)], kind)
 
 
 def ensure_data() -> None:
@@ -303,10 +268,6 @@ def ensure_data() -> None:
 
         print(f"writing a full-size synthetic file to {path} ...", flush=True)
         write_synthetic(DATA_DIR, "pathmnist", 28, scale=1.0, seed=0)
-
-
-def steady(seconds: list[float]) -> list[float]:
-    return seconds[1:] if len(seconds) > 1 else seconds
 
 
 def main() -> None:

@@ -9,8 +9,9 @@ the `ftmed` command calls.
     comparison.table                                               # a pandas DataFrame, one row per variant
     comparison.figures()["accuracy_bars"]                          # matplotlib Figures, inline in a notebook
     ftmed.load_runs("runs").runs                                   # one row per run, from the records
+    ftmed.parity(layers=(1, 2)).summary()                          # the parity suite's checks, as data
 
-Stable names: `train`, `compare`, `report`, `load_runs`, `variants`, `load_variants`, `load_data`, `synthesize`, `Comparison`,
+Stable names: `train`, `compare`, `report`, `parity` (-> `ParityRun`), `load_runs`, `variants`, `load_variants`, `load_data`, `synthesize`, `Comparison`,
 `ExperimentConfig`, `OptimizerConfig`, `RuntimeConfig`, `RunRecord`, `Variant`, `BASELINE`, `optimizer_config`,
 `FtmedError`, `ConfigError`, `DataError`, `RunError`. Importing ftmed imports neither torch nor TensorFlow;
 each framework is imported by the function that trains with it.
@@ -25,9 +26,12 @@ from ftmed_core.variants import BASELINE, Variant
 from ftmed.api import compare, load_data, load_runs, load_variants, report, synthesize, train, variants
 from ftmed.comparison import Comparison
 from ftmed.onnx_export import export
+from ftmed_parity.api import ParityRun
+from ftmed_parity.api import run as parity
 
 __all__ = [
-    "train", "compare", "report", "load_runs", "variants", "load_variants", "load_data", "synthesize", "export", "Comparison",
+    "train", "compare", "report", "parity", "ParityRun", "load_runs", "variants", "load_variants", "load_data",
+    "synthesize", "export", "Comparison",
     "ExperimentConfig", "OptimizerConfig", "RuntimeConfig", "RunRecord", "Variant", "BASELINE",
     "optimizer_config", "FtmedError", "ConfigError", "DataError", "RunError", "__version__",
 ]

@@ -10,17 +10,13 @@ the worker processes); the CLI imports it, never the other way round.
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import sys
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from ftmed_core.errors import ConfigError
-from ftmed.worker import BUSY_EXIT  # the worker's exit code for a run another process has claimed
 
 if TYPE_CHECKING:
     from ftmed_core.config import ExperimentConfig
@@ -118,35 +114,11 @@ def plan(variants: Sequence[Variant], frameworks: Sequence[str], seeds: Sequence
     return jobs
 
 
-def record_crash(job: Job, runtime, data_source: dict, runs_dir: Path, error: str) -> None:
-    """The worker died without writing a record (killed, out of memory): record the run as failed.
-
-    Only under the run's claim, and only where no record exists: a run another process has claimed (or
-    finished) meanwhile is left to it.
-    """
-    from ftmed_core.locks import run_lock_path, try_claim
-    from ftmed_core.records import RecordDamaged, new_record, read_record, write_record
-
-    run_dir = runs_dir / job.run_key
-    claimed = try_claim(run_lock_path(run_dir))
-    if claimed is None:
-        return
-    with claimed:
-        try:
-            if read_record(run_dir) is not None:
-                return
-        except RecordDamaged:
-            return  # the next compare moves it aside and redoes it
-        record = new_record(job.framework, job.config, runtime, data_source)
-        record.status, record.error, record.finished_at = "failed", error, time.time()
-        write_record(run_dir, record)
-
-
 def run_study(planned: list[Job], runtime, source: dict, runs_dir: Path, pool, label: str, per_job: int,
               data_path: Path | None = None) -> None:
     """Train every planned run that no process has finished, skipping runs another process is training.
 
-    `pool` is the executor (ftmed/executors.py: local worker processes or Ray tasks); its `run` returns the
+    `pool` is the executor (`ftmed.executors`: local worker processes or Ray tasks); its `run` returns the
     jobs it found claimed by another process.
 
     Several studies may share a runs folder: each run is claimed by one process (`ftmed_core.locks`).
@@ -194,107 +166,3 @@ def read_planned(planned: list[Job], runs_dir: Path) -> list:
         if record is not None:
             records.append(record)
     return records
-
-
-
-
-def run_all(todo: list[Job], runtime, source: dict, runs_dir: Path, jobs: int) -> list[Job]:
-    """Run `todo` in worker processes, `jobs` at a time, with an overall bar and per-run epoch bars.
-
-    Returns the jobs a worker found claimed by another process (not trained here, no record written).
-    """
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    console = Console(stderr=True)
-    interactive = console.is_terminal
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TimeRemainingColumn(), console=console, disable=not interactive)
-    pending = list(todo)
-    busy: list[Job] = []
-    active: dict = {}  # Popen -> (job, task id)
-    with progress:
-        overall = progress.add_task("runs", total=len(todo))
-        try:
-            while pending or active:
-                while pending and len(active) < jobs:
-                    job = pending.pop(0)
-                    spec = {"framework": job.framework, "config": job.config.to_dict(),
-                            "runtime": runtime.to_dict(), "runs_dir": str(runs_dir)}
-                    # stderr goes to a file, not a pipe: a chatty run must never block on a full pipe.
-                    log_path = runs_dir / "logs" / f"{job.run_key}.log"
-                    log_path.parent.mkdir(exist_ok=True)
-                    with open(log_path, "w") as log:
-                        proc = subprocess.Popen([sys.executable, "-m", "ftmed.worker", json.dumps(spec)],
-                                                stdout=subprocess.PIPE, stderr=log, text=True, bufsize=1)
-                    os.set_blocking(proc.stdout.fileno(), False)
-                    task = progress.add_task(f"  {job.label}", total=job.config.epochs)
-                    active[proc] = (job, task, [], log_path, {})
-                time.sleep(0.2)
-                for proc in list(active):
-                    job, task, buffer, log_path, done = active[proc]
-                    for line in _read_lines(proc, buffer):
-                        try:
-                            event = json.loads(line)
-                        except ValueError:
-                            continue
-                        if event.get("event") == "epoch":
-                            progress.update(task, completed=event["epoch"])
-                        elif event.get("event") == "done":
-                            done.update(event)
-                    if proc.poll() is None:
-                        continue
-                    del active[proc]
-                    progress.remove_task(task)
-                    progress.advance(overall)
-                    if proc.returncode == BUSY_EXIT:
-                        busy.append(job)
-                        console.print(f"skipped {job.label}: another process is training it", highlight=False)
-                        continue
-                    if proc.returncode != 0:
-                        tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
-                        record_crash(job, runtime, source, runs_dir,
-                                     f"worker process died (exit code {proc.returncode}): {tail[0]} "
-                                     f"(log: {log_path})")
-                    _report_done(console, job, runs_dir, bool(done.get("reused")))
-        except KeyboardInterrupt:
-            for proc in active:
-                proc.terminate()
-            for proc in active:
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-            raise
-    return busy
-
-
-def _read_lines(proc, buffer: list) -> list[str]:
-    try:
-        chunk = proc.stdout.read()
-    except (BlockingIOError, TypeError):
-        chunk = None
-    if not chunk:
-        return []
-    buffer.append(chunk)
-    text = "".join(buffer)
-    lines = text.split("\n")
-    buffer[:] = [lines[-1]]
-    return [line for line in lines[:-1] if line.strip()]
-
-
-def _report_done(console, job: Job, runs_dir: Path, reused: bool = False) -> None:
-    from ftmed_core.records import RecordDamaged, read_record
-
-    try:
-        record = read_record(runs_dir / job.run_key)
-    except RecordDamaged as exc:
-        console.print(f"FAILED {job.label}: {exc}", highlight=False)
-        return
-    if record is not None and record.finished and reused:
-        console.print(f"reused {job.label}: finished by another process meanwhile", highlight=False)
-    elif record is not None and record.finished:
-        console.print(f"done   {job.label}: test acc {100 * record.test['accuracy']:.2f} %, "
-                      f"{record.training_seconds:.1f} s", highlight=False)
-    else:
-        console.print(f"FAILED {job.label}: {record.error if record else 'no record written'}", highlight=False)

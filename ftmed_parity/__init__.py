@@ -11,12 +11,14 @@ frameworks are reached only through `Sides` (sides.py), which a test replaces to
 | statistical.py | 8 outcomes over seeds |
 | backends.py | 1-7 for Keras on another backend (JAX, torch), ids `check@backend` |
 | suite.py | the layer list, `run_layers`, the generated tolerance table |
+| api.py | `run(...)` -> `ParityRun` (results, seconds, environment; writes parity.json/md) |
+| probe.py | launches Keras on another backend in a child process |
 
 Both frameworks run in one process, on CPU, float32, one thread each (`sides.setup_frameworks`); Keras on
-another backend runs in a child process per layer (`ftmed_core.backend_probe`), so such a run needs no
+another backend runs in a child process per layer (`ftmed_parity.probe`), so such a run needs no
 TensorFlow (`sides.port_sides`). This
 package imports the adapters (lazily: importing it loads no framework) and never the CLI; `ftmed parity`
-(cli/parity.py) only renders what it returns.
+(cli/parity.py) and `ftmed.parity` call `api.run`; the CLI only renders what it returns.
 """
 
 from ftmed_parity.checks import ERROR, FAIL, INFO, PASS, Check, Measurement, Result, Tolerance, run_checks

@@ -1,7 +1,7 @@
 """Layers 1-7 for Keras on another backend (JAX, torch) against Lightning; check ids end in `@backend`.
 
 Keras fixes its backend at import, so that backend's numbers come from a child process
-(`ftmed_core.backend_probe.probe`, one per layer); Lightning's are computed here, through `ctx.sides.port`,
+(`ftmed_parity.probe.probe`, one per layer); Lightning's are computed here, through `ctx.sides.port`,
 with the loss mode that computes what the backend computes (`matching_lightning_loss`). TensorFlow is not
 needed: the TensorFlow formula a difference is measured against is the core's float64 loss.
 
@@ -48,7 +48,7 @@ WIDER_REASON = {"torch": "Keras's torch-backend multi-tensor AdamW/Nadam round t
 
 
 def _probe(ctx: Context, backend: str, layer: int, request: dict, arrays: dict | None = None) -> tuple[dict, dict]:
-    from ftmed_core.backend_probe import probe
+    from ftmed_parity.probe import probe
 
     return ctx.memo(("probe", backend, layer), lambda: probe(backend, request, arrays))
 

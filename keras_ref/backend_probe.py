@@ -1,7 +1,7 @@
 """What Keras computes on the backend this process imported it with, as arrays, for parity against Lightning.
 
 The parity layers 1-7 need Keras's numbers for one backend at a time, and Keras fixes its backend at
-import: `ftmed_core.backend_probe.probe(backend, request, arrays)` starts `python -m keras_ref.backend_probe`
+import: `ftmed_parity.probe.probe(backend, request, arrays)` starts `python -m keras_ref.backend_probe`
 in a child process with that backend's environment and reads back what `compute` returned. Every number is
 Keras's own, computed the way `fit` computes it on that backend:
 

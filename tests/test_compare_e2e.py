@@ -95,7 +95,8 @@ def test_a_worker_that_dies_is_recorded_as_failed_with_its_log(tiny_synth_dir, t
     gets a failed record naming the error and its log; the loop goes on."""
     from dataclasses import replace
 
-    from ftmed.grid import Job, run_all
+    from ftmed.executors.local import run_all
+    from ftmed.grid import Job
     from ftmed_core.config import RuntimeConfig
     from ftmed_core.records import read_record, run_key
     from ftmed_core.variants import VARIANTS

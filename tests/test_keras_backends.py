@@ -19,7 +19,7 @@ import textwrap
 
 import pytest
 
-from ftmed_core.backend_probe import backend_available
+from ftmed_parity.probe import backend_available
 from ftmed_core.errors import ConfigError
 from ftmed_core.frameworks import (
     FRAMEWORKS, canonical, effective_loss, keras_backend, keras_label, matching_lightning_loss,
@@ -103,6 +103,7 @@ def test_keras_ref_on_jax_imports_no_tensorflow():
     assert out.stdout.split() == ["jax", "keras[jax]", "False"], out.stderr[-2000:]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not backend_available("jax"), reason="jax is not installed")
 def test_jax_steps_per_execution_16_gives_the_weights_of_1_and_repeats_bitwise(tiny_synth_dir):
     """keras_ref runs 16 jitted steps per call on JAX (keras_ref/backends.py): the same weights as one step
@@ -139,6 +140,7 @@ def test_jax_steps_per_execution_16_gives_the_weights_of_1_and_repeats_bitwise(t
 # ------------------------------------------------------------------------------- parity, per backend
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_parity_layers_1_to_7_match_lightning_in_the_matching_loss_mode(backend, tmp_path):
     """Every asserted row of layers 1-7 passes on `backend` (Lightning in the loss mode that matches it), and

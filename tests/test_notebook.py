@@ -29,6 +29,7 @@ def outputs_text(notebook) -> str:
     return "\n".join(parts)
 
 
+@pytest.mark.slow
 def test_study_notebook_runs_top_to_bottom_on_generated_data(tmp_path, monkeypatch):
     for key, value in SMALL.items():
         monkeypatch.setenv(key, os.environ.get(key, value))

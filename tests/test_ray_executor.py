@@ -49,6 +49,7 @@ def test_address_without_the_ray_executor_is_one_line(tiny_synth_dir, tmp_path):
         "error: --address is for --executor ray; the local executor runs on this machine"]
 
 
+@pytest.mark.slow
 def test_an_unreachable_ray_head_is_one_line_not_minutes_of_retries(tiny_synth_dir, tmp_path):
     pytest.importorskip("ray")
     import socket
@@ -175,6 +176,7 @@ def test_ray_grid_is_bitwise_identical_to_local_and_a_killed_worker_is_redone(cl
     assert (ray_runs / "comparison.md").is_file() and len(list((ray_runs / "logs").glob("*.log"))) == 8
 
 
+@pytest.mark.slow
 def test_a_run_asking_for_more_than_any_node_has_is_one_line(cluster, tiny_synth_dir, tmp_path):
     """No node has a GPU: a run asking for one would wait forever, so the study stops before starting."""
     result = CliRunner().invoke(app, ["compare", *GRID, "--data-dir", str(tiny_synth_dir), "--runs-dir",
@@ -187,6 +189,7 @@ def test_a_run_asking_for_more_than_any_node_has_is_one_line(cluster, tiny_synth
     assert list_records(tmp_path / "runs") == []
 
 
+@pytest.mark.slow
 def test_the_data_file_arrives_md5_checked_through_the_object_store(cluster, tmp_path):
     import ray
 

@@ -9,8 +9,7 @@ Runs both frameworks in this process, 1 thread each.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
+import re
 from dataclasses import fields, replace
 
 import numpy as np
@@ -343,12 +342,42 @@ def test_cli_parity_layers_1_2_writes_reports(tmp_path):
     assert len(table) > 27 and max(len(line) for line in table) <= 80
 
 
-def test_cli_parity_exits_1_on_a_failed_check_and_still_writes_reports(tmp_path, capsys):
-    from cli.parity import run_and_report
+def _planted_failure() -> list:
+    return [Check("weights.k2l", 2, "keras>file>lightning>file", Tolerance(0.0), "test", _constant(0.5)),
+            Check("drift", 2, "drift", informational(), "informational rows never fail", _constant(1e-3))]
 
-    planted = [Check("weights.k2l", 2, "keras>file>lightning>file", Tolerance(0.0), "test", _constant(0.5)),
-               Check("drift", 2, "drift", informational(), "informational rows never fail", _constant(1e-3))]
-    code = run_and_report((2,), tmp_path, checks_for=lambda layer: planted)
+
+def test_the_api_returns_the_results_and_writes_the_reports(tmp_path):
+    import ftmed
+
+    planted = _planted_failure()
+    found = ftmed.parity(layers=(2,), checks_for=lambda layer: planted)
+    assert [r.verdict for r in found.results] == ["FAIL", "info"] and found.failed == 1 and not found.passed
+    assert found.summary() == "2 checks: 0 pass, 1 FAIL, 0 ERROR, 1 info" and set(found.seconds) == {2}
+    assert found.environment["keras_backends"] == "tensorflow"
+    json_path, md_path = found.write(tmp_path / "out")
+    assert json.loads(json_path.read_text()) == json.loads(json.dumps(found.to_dict()))
+    assert "| weights.k2l | 2 |" in md_path.read_text()
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"layers": (9,)}, "unknown parity layer 9"),
+    ({"layers": (8,), "keras_backends": ("jax",)}, "layer 8 (--statistical) runs on the TensorFlow backend only"),
+])
+def test_the_api_refuses_what_cannot_run(kwargs, message):
+    import ftmed
+    from ftmed_core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        ftmed.parity(**kwargs)
+
+
+def test_cli_parity_exits_1_on_a_failed_check_and_still_writes_reports(tmp_path, capsys):
+    from cli.parity import render
+    from ftmed_parity.api import run
+
+    planted = _planted_failure()
+    code = render(run((2,), checks_for=lambda layer: planted), tmp_path)
     assert code == 1
     assert "FAIL weights.k2l" in capsys.readouterr().out
     payload = json.loads((tmp_path / "parity.json").read_text())
@@ -361,21 +390,3 @@ def test_cli_parity_rejects_an_unknown_layer(tmp_path):
     result = CliRunner().invoke(app, ["parity", "--layers", "9", "--out", str(tmp_path)])
     assert result.exit_code == 2 and "unknown parity layer 9" in result.output
     assert not (tmp_path / "parity.json").exists()
-
-
-def test_help_imports_neither_framework():
-    code = ("import sys; from cli.main import app; from typer.testing import CliRunner; "
-            "r = CliRunner().invoke(app, ['parity', '--help']); assert r.exit_code == 0, r.output; "
-            "import ftmed_parity; "
-            "print(sorted(m for m in ('torch', 'tensorflow', 'keras', 'lightning') if m in sys.modules))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "[]"
-
-
-def test_parity_package_does_not_import_the_cli():
-    code = ("import sys, ftmed_parity.suite, ftmed_parity.sides; "
-            "print(sorted(m for m in sys.modules if m.startswith('cli')))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "[]"

@@ -2,7 +2,7 @@
 loss formula each backend computes stated per (output, loss) of the registry's variants, the sigmoid-output
 difference to TensorFlow shown as a measured, informational row; a backend that is not installed is one line.
 
-Each backend's Keras runs in a child process (ftmed_core.backend_probe); layer 4 only here, to stay fast
+Each backend's Keras runs in a child process (ftmed_parity.probe); layer 4 only here, to stay fast
 (tests/test_keras_backends.py runs layers 1-7 on every installed backend).
 """
 
@@ -16,7 +16,7 @@ import textwrap
 import pytest
 from typer.testing import CliRunner
 
-from ftmed_core.backend_probe import backend_available
+from ftmed_parity.probe import backend_available
 from ftmed_parity import Result
 from ftmed_parity.backends import WIDER_OPTIMIZERS, backend_checks
 from ftmed_parity.suite import layer_checks
@@ -24,6 +24,7 @@ from ftmed_parity.suite import layer_checks
 needs_jax = pytest.mark.skipif(not backend_available("jax"), reason="jax is not installed")
 
 
+@pytest.mark.slow
 @needs_jax
 def test_cli_layer_4_on_jax_passes_states_the_formulas_and_imports_no_tensorflow(tmp_path):
     out = tmp_path / "parity"

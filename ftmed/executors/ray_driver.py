@@ -1,92 +1,32 @@
-"""Where `ftmed compare` runs its grid: a process pool on this machine, or one Ray task per run on a cluster.
+"""The Ray executor's driver side: every run as one Ray task, results written back into the runs folder.
 
-An executor takes the runs the resumable plan says are missing and guarantees that each of them ends with a
-record in the runs folder, finished or failed; a run that cannot even report (its process or node died)
-gets a failed record naming why, and the others go on. `compare` decides what to run and renders the report;
-the executor only decides where each run trains. The interface (`Executor`):
-
-  default_threads(cores)   threads per run when the user did not say (`--threads 0`)
-  describe(threads)        one line for the plan summary
-  run(todo, ...)           train every job, showing an overall bar with ETA and per-run epoch bars
-
-`LocalExecutor` is today's subprocess pool (`ftmed.grid.run_all`). `RayExecutor` submits every run as one
-Ray task, collects events and results as they come, and writes each result into the runs folder itself:
-
-- a task is a fresh Ray worker process (`max_calls=1`) that runs `ftmed.worker.main`, the very code a local
-  run executes, so TF and torch state never leaks between runs and both executors compute the same bits;
+- a task is a fresh Ray worker process (`max_calls=1`) that runs `ftmed.worker.main` (see ray_task.py), the
+  very code a local run executes, so TF and torch state never leaks between runs and both executors
+  compute the same bits;
 - resources are declared per task from the runtime: `num_cpus` = threads per run, `num_gpus` = devices when
   the run uses GPUs (the task then sees only the GPUs Ray gave it, and none otherwise);
 - no shared filesystem: the data file travels through Ray's object store (read in 32 MiB chunks, put once,
-  cached per node under $TMPDIR/ftmed-ray-data/<md5>/ and MD5-checked on arrival); the run trains into a
-  node-local temp folder and returns its record, arrays, history, log and the framework's files (those
-  over `max_artifact_bytes` stay behind and are listed in the record) to the driver, which writes them with
-  the core's atomic record writers, record last;
+  cached per node and MD5-checked on arrival); the run trains into a node-local temp folder and returns its
+  record, arrays, history, log and the framework's files (those over `max_artifact_bytes` stay behind and
+  are listed in the record) to the driver, which writes them with the core's atomic record writers,
+  record last;
 - a task that raised, or whose worker or node died, is recorded as a failed run; Ray's automatic retries are
   off (`max_retries=0`), so such a run is redone by rerunning the same command, like a local one.
-
-Ray is optional (`pip install 'ftmed[ray]'`); it is imported only when the ray executor runs.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
 import os
-import shutil
-import sys
-import tempfile
-import time
-from enum import Enum
 from pathlib import Path
-from typing import Protocol
 
-ExecutorName = Enum("ExecutorName", {"local": "local", "ray": "ray"}, type=str)
+from ftmed.executors.ray_task import TASK_NAME, train_in_task
+from ftmed.executors.reporting import report_done, study_progress, write_failed_record
+
 RUNTIME_ENV_VAR = "FTMED_RAY_RUNTIME_ENV"  # JSON for ray.init(runtime_env=...): how workers get ftmed
 CHUNK_BYTES = 32 << 20  # data file pieces in the object store: neither end holds the whole file in memory
-DATA_CACHE = "ftmed-ray-data"
-TASK_NAME = "ftmed_run"  # the worker's process title while it trains: ray::ftmed_run
-LOG_TAIL_BYTES = 1 << 20
-
-
-class Executor(Protocol):
-    def default_threads(self, cores: int) -> int: ...
-
-    def describe(self, threads: int) -> str: ...
-
-    def run(self, todo: list, runtime, source: dict, runs_dir: Path, data_path: Path) -> None: ...
-
-
-def make_executor(name: str, address: str | None, jobs: int) -> Executor:
-    """The executor for `--executor NAME`; raises ConfigError (one line in the CLI) for what cannot work."""
-    from ftmed_core.errors import ConfigError
-
-    if name == "local":
-        if address is not None:
-            raise ConfigError("--address is for --executor ray; the local executor runs on this machine")
-        return LocalExecutor(jobs)
-    if name == "ray":
-        return RayExecutor(address)
-    raise ConfigError(f"unknown executor {name!r}; choose one of: local, ray")
-
-
-class LocalExecutor:
-    """`jobs` worker processes side by side on this machine (ftmed.grid.run_all)."""
-
-    def __init__(self, jobs: int):
-        self.jobs = jobs
-
-    def default_threads(self, cores: int) -> int:
-        return max(1, cores // self.jobs)
-
-    def describe(self, threads: int) -> str:
-        return f"{self.jobs} at a time, {threads} thread(s) each"
-
-    def run(self, todo, runtime, source, runs_dir, data_path=None) -> list:
-        from ftmed.grid import run_all
-
-        return run_all(todo, runtime, source, runs_dir, self.jobs)
 
 
 def import_ray():
@@ -129,7 +69,6 @@ class RayExecutor:
         ray = import_ray()
         from rich.console import Console
 
-        from ftmed.grid import _report_done
         from ftmed_core.locks import run_lock_path, try_claim
 
         claims, busy = {}, []
@@ -141,13 +80,13 @@ class RayExecutor:
                 claims[job.run_key] = claim
         todo = [job for job in todo if job.run_key in claims]
         try:
-            self._run(ray, todo, runtime, source, runs_dir, data_path, claims, Console, _report_done)
+            self._run(ray, todo, runtime, source, runs_dir, data_path, claims, Console)
         finally:
             for claim in claims.values():
                 claim.release()
         return busy
 
-    def _run(self, ray, todo, runtime, source, runs_dir, data_path, claims, Console, _report_done) -> None:
+    def _run(self, ray, todo, runtime, source, runs_dir, data_path, claims, Console) -> None:
         if not todo:
             return
         connected_here = not ray.is_initialized()
@@ -161,13 +100,13 @@ class RayExecutor:
             console.print(_cluster_line(ray, cpus, gpus), highlight=False)
             data = _put_file(ray, Path(data_path), source["md5"])
             box = _progress_box(ray)
-            task = ray.remote(max_calls=1, max_retries=0, retry_exceptions=False)(_ray_task).options(
+            task = ray.remote(max_calls=1, max_retries=0, retry_exceptions=False)(train_in_task).options(
                 name=TASK_NAME, num_cpus=cpus, num_gpus=gpus)
             for job in todo:
                 spec = {"framework": job.framework, "config": job.config.to_dict(), "runtime": runtime.to_dict(),
                         "run_key": job.run_key, "gpus": gpus, "max_artifact_bytes": self.max_artifact_bytes}
                 refs[task.remote(spec, data, box)] = job
-            self._collect(ray, refs, box, runtime, source, Path(runs_dir), console, _report_done, claims)
+            self._collect(ray, refs, box, runtime, source, Path(runs_dir), console, claims)
         except KeyboardInterrupt:
             for ref in refs:
                 ray.cancel(ref, force=True)
@@ -178,11 +117,8 @@ class RayExecutor:
             if connected_here:
                 ray.shutdown()
 
-    def _collect(self, ray, refs, box, runtime, source, runs_dir, console, report_done, claims) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TimeRemainingColumn(), console=console, disable=not console.is_terminal)
+    def _collect(self, ray, refs, box, runtime, source, runs_dir, console, claims) -> None:
+        progress = study_progress(console)
         by_key = {job.run_key: job for job in refs.values()}
         bars: dict = {}  # run_key -> progress task id
         with progress:
@@ -326,135 +262,6 @@ def _drain(ray, box) -> list:
         return []  # progress is a nicety; results still arrive through the task returns
 
 
-# ---- inside a Ray task (a fresh worker process per run) ----------------------------------------------------
-
-def _ray_task(spec: dict, data: dict, box) -> dict:
-    """Train one run on this node and return what the driver needs to write its run directory.
-
-    Returns {"files": {relative path: bytes}, "left_behind": [...], "log": str, "node": hostname,
-    "data_copy": path} or, if the run could not start (data did not arrive intact, the worker code raised),
-    {"error": "...", "log": ..., "node": ...}. A crash of this process is seen by the driver as a Ray error.
-    """
-    import platform
-
-    node = platform.node()
-    if box is not None:
-        box.put.remote({"event": "start", "run_key": spec["run_key"], "node": node, "pid": os.getpid()})
-    if not spec["gpus"]:
-        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # only the GPUs Ray assigned: none
-    work = Path(tempfile.mkdtemp(prefix=f"ftmed-ray-run-{os.getpid()}-"))  # a killed task leaves it behind
-    log_path = work / "worker.log"
-    saved_stdout = sys.stdout
-    try:
-        log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        os.dup2(log_fd, 2)  # native libraries' stderr too: the same as a local run's log
-        sys.stderr = os.fdopen(log_fd, "w", buffering=1)
-        sys.stdout = _EventStream(box, spec["run_key"], sys.stderr)
-        try:
-            data_dir = materialize_data(data)
-            job = {"framework": spec["framework"], "config": {**spec["config"], "data_dir": str(data_dir)},
-                   "runtime": spec["runtime"], "runs_dir": str(work / "runs")}
-            from ftmed import worker
-
-            worker.main([json.dumps(job)])
-        except Exception as exc:  # the run never produced a record: say why
-            sys.stderr.flush()
-            return {"error": f"{type(exc).__name__}: {exc}", "log": _tail(log_path), "node": node}
-        sys.stderr.flush()
-        run_dir = work / "runs" / spec["run_key"]
-        files, left = {}, []
-        for path in sorted(p for p in run_dir.rglob("*") if p.is_file()):
-            rel = path.relative_to(run_dir).as_posix()
-            if path.stat().st_size > spec["max_artifact_bytes"] and not rel.startswith(("record.", "test_")):
-                left.append(rel)
-            else:
-                files[rel] = path.read_bytes()
-        return {"files": files, "left_behind": left, "log": _tail(log_path), "node": node,
-                "node_id": _node_id(), "data_copy": str(data_dir / data["name"]), "run_dir": str(run_dir)}
-    finally:
-        sys.stdout = saved_stdout
-        shutil.rmtree(work, ignore_errors=True)
-
-
-def _node_id() -> str | None:
-    import ray
-
-    try:
-        return ray.get_runtime_context().get_node_id()
-    except Exception:
-        return None
-
-
-class _EventStream(io.TextIOBase):
-    """Stands in for the worker's stdout: its JSON-lines epoch events go to the driver's progress box, other
-    lines to the run's log. A text stream (isatty() False, no fileno()) for libraries that inspect stdout."""
-
-    encoding = "utf-8"
-
-    def __init__(self, box, run_key: str, log):
-        super().__init__()
-        self.box, self.run_key, self.log, self.pending = box, run_key, log, ""
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, text: str) -> int:
-        self.pending += text
-        *lines, self.pending = self.pending.split("\n")
-        for line in lines:
-            try:
-                event = json.loads(line)
-            except ValueError:
-                self.log.write(line + "\n")
-                continue
-            if isinstance(event, dict) and event.get("event") == "epoch" and self.box is not None:
-                self.box.put.remote({"event": "epoch", "run_key": self.run_key, "epoch": event["epoch"]})
-        return len(text)
-
-
-def materialize_data(data: dict) -> Path:
-    """The folder holding this node's copy of the data file, fetched chunk by chunk from the object store
-    unless an intact copy (same MD5) is already cached there. Raises DataError if the copy is not intact."""
-    import ray
-
-    from ftmed_core.data import memo_md5
-    from ftmed_core.errors import DataError
-
-    folder = Path(tempfile.gettempdir()) / DATA_CACHE / data["md5"]
-    target = folder / data["name"]
-    if target.is_file() and target.stat().st_size == data["size"] and memo_md5(target) == data["md5"]:
-        return folder
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{data['name']}.", suffix=".part", dir=folder)
-    digest = hashlib.md5(usedforsecurity=False)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            for ref in data["chunks"]:
-                block = ray.get(ref)
-                digest.update(block)
-                out.write(block)
-        if digest.hexdigest() != data["md5"]:
-            os.unlink(tmp)
-            with contextlib.suppress(OSError):
-                folder.rmdir()  # only if no other copy is there
-            raise DataError(f"data file {data['name']} arrived with MD5 {digest.hexdigest()}, "
-                            f"expected {data['md5']}")
-        os.replace(tmp, target)  # concurrent tasks on one node each write their own part; any rename wins
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return folder
-
-
-def _tail(path: Path) -> str:
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(max(0, path.stat().st_size - LOG_TAIL_BYTES))
-            return handle.read().decode("utf-8", errors="replace")
-    except OSError:
-        return ""
-
-
 # ---- back on the driver -------------------------------------------------------------------------------------
 
 def write_result(job, payload: dict, runtime, source: dict, runs_dir: Path) -> None:
@@ -511,17 +318,14 @@ def _relocate(value, node_dir: str, run_dir: Path):
 
 
 def record_failed(job, runtime, source: dict, runs_dir: Path, error: str) -> None:
-    """A failed record for a run that returned no record of its own; a finished record is never replaced."""
-    from ftmed_core.records import new_record, read_record, write_record
+    """A failed record for a run whose task returned no record; a finished record is never replaced.
+    The driver holds the run's claim meanwhile."""
+    from ftmed_core.records import read_record
 
-    run_dir = runs_dir / job.run_key
-    existing = read_record(run_dir)
+    existing = read_record(runs_dir / job.run_key)
     if existing is not None and existing.finished:
         return
-    record = new_record(job.framework, job.config, runtime, source)
-    record.status, record.error, record.finished_at = "failed", error, time.time()
-    record.environment["executor"] = {"name": "ray"}
-    write_record(run_dir, record)
+    write_failed_record(job, runtime, source, runs_dir, error, executor={"name": "ray"})
 
 
 def describe_ray_error(exc: BaseException) -> str:
