@@ -1,5 +1,5 @@
-"""Markdown tables generated from the benchmarks' committed JSON, so that a measured figure exists in one
-place (the JSON) and every page that shows it is an output of this script.
+"""Markdown tables generated from committed measurements (the benchmarks' JSON, the sample report), so that
+a figure exists in one place and every page that shows it is an output of this script.
 
     python benchmarks/tables.py            # rewrite the generated blocks in README.md and docs/*.md
     python benchmarks/tables.py --check    # exit 1 if a generated block differs from what the JSON gives
@@ -88,7 +88,27 @@ def gpu_check_table() -> str:
     return "\n".join(lines)
 
 
-RENDERERS = {"gpu-speed": gpu_speed_table, "gpu-check": gpu_check_table}
+SAMPLE = ROOT / "docs" / "sample" / "comparison.md"
+SAMPLE_COLUMNS = ("variant", "study acc %", "lightning acc %", "keras acc %", "lightning s/epoch", "keras s/epoch",
+                  "Δacc L−K [95% CI]", "equivalence", "vs baseline (seed mean)")
+
+
+def sample_table() -> str:
+    """The README's cut of the committed sample report (docs/sample/comparison.md, itself rendered from
+    docs/sample/runs by `ftmed report`): its title and the columns a newcomer reads first."""
+    lines = SAMPLE.read_text().splitlines()
+    title = next(line[2:] for line in lines if line.startswith("# "))
+    table = [line for line in lines if line.startswith("|")]
+    header = [c.strip() for c in table[0].strip("|").split("|")]
+    keep = [header.index(c) for c in SAMPLE_COLUMNS if c in header]
+    out = [f"**{title}**", ""]
+    for i, line in enumerate(table):
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        out.append("| " + " | ".join(cells[k] if i != 1 else "---" for k in keep) + " |")
+    return "\n".join(out)
+
+
+RENDERERS = {"gpu-speed": gpu_speed_table, "gpu-check": gpu_check_table, "sample-table": sample_table}
 TARGETS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 BLOCK = re.compile(r"(<!-- generated:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /generated:(?P=name) -->)", re.S)
 

@@ -43,7 +43,7 @@ def compare(
     tensorboard: Annotated[bool, typer.Option("--tensorboard", help="Also log each run to TensorBoard.")] = False,
     mlflow: MlflowOpt = False,
     mlflow_uri: MlflowUriOpt = None,
-    executor: Annotated[ExecutorName, typer.Option("--executor", help="local: worker processes on this machine; ray: one Ray task per run on a Ray cluster (pip install 'ftmed[ray]'; README: Running on a cluster).")] = "local",
+    executor: Annotated[ExecutorName, typer.Option("--executor", help="local: worker processes on this machine; ray: one Ray task per run on a Ray cluster (pip install 'ftmed[ray]'; docs/cluster.md).")] = "local",
     address: Annotated[Optional[str], typer.Option("--address", help="Ray cluster address (host:port, auto, ray://host:port); default: $RAY_ADDRESS, a cluster started here, else a new local one.")] = None,
 ) -> None:
     """Run variants x frameworks x seeds (resumable) and write the cross-framework comparison."""

@@ -77,7 +77,7 @@ CudaGraphsOpt = Annotated[
 ]
 VariantsFileOpt = Annotated[
     Optional[Path],
-    typer.Option("--variants-file", help="A TOML file of your own variants (README: 'Your own variants')."),
+    typer.Option("--variants-file", help="A TOML file of your own variants (docs/api.md, 'Your own variants')."),
 ]
 MlflowOpt = Annotated[bool, typer.Option("--mlflow", help="Also log each run to MLflow (a local store: RUNS_DIR/mlflow.db).")]
 MlflowUriOpt = Annotated[

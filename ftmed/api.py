@@ -54,7 +54,7 @@ def variants(group: str | Sequence[str] = "all", file: str | Path | None = None)
 
 
 def load_variants(path: str | Path) -> list[Variant]:
-    """The variants defined in a TOML variants file (README: "Your own variants"), validated.
+    """The variants defined in a TOML variants file (docs/api.md, "Your own variants"), validated.
 
     Raises `ftmed.ConfigError` listing every mistake, one line each.
 
@@ -310,7 +310,7 @@ def compare(
         margin: the equivalence margin (accuracy points) of the TOST column.
         tensorboard, mlflow: also log every run (mlflow: True for `runs_dir/mlflow.db`, or a URI / folder).
         executor, address: "local" (worker processes here) or "ray" (one Ray task per run on the cluster
-            at `address`; README "Running on a cluster").
+            at `address`; docs/cluster.md).
         quiet: print nothing of this function's own (the grid's progress bar still shows: a widget in a
             notebook).
         datasets, sizes: several data files ("pathmnist,bloodmnist" or "all-2d"; "28,64"): the grid runs

@@ -59,7 +59,7 @@ def _load_toml(path: Path) -> dict:
         raise ConfigError(f"variants file {path} cannot be read: {exc.strerror or exc}") from None
     if len(blob) > MAX_FILE_BYTES:
         raise ConfigError(f"variants file {path} is larger than {MAX_FILE_BYTES // 2**20} MiB; a variants file is a "
-                          f"short hand-written TOML list (README: 'Your own variants')")
+                          f"short hand-written TOML list (docs/api.md, 'Your own variants')")
     try:
         text = blob.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -159,7 +159,7 @@ def parse_variants(entries: Any, source: str = "variants") -> list[Variant]:
     problems: list[str] = []
     if not isinstance(entries, dict) or set(entries) - {"variant"}:
         extra = sorted(set(entries) - {"variant"}) if isinstance(entries, dict) else []
-        raise ConfigError(f"{source}: expected only [[variant]] tables, found {extra}; see README 'Your own variants'")
+        raise ConfigError(f"{source}: expected only [[variant]] tables, found {extra}; see docs/api.md, 'Your own variants'")
     items = entries.get("variant", [])
     if not isinstance(items, list) or not items:
         raise ConfigError(f"{source}: no [[variant]] entries; each needs at least name = \"...\"")
