@@ -7,7 +7,7 @@ import pytest
 
 from keras_ref import _backend  # noqa: F401  (pins the backend before keras is imported)
 from keras_ref._backend import keras, tf
-from ftmed_core.config import ExperimentConfig, RuntimeConfig
+from ftmed_core.config import MAX_EPOCHS, ExperimentConfig, RuntimeConfig
 from ftmed_core.data import load_experiment_data, one_hot
 from ftmed_core.protocol import initial_weights
 from ftmed_core.synth import write_synthetic
@@ -83,15 +83,15 @@ def test_memory_mapped_training_is_bitwise_the_old_in_memory_path(synth_dir, tmp
 
 
 def test_epoch_orders_are_drawn_per_epoch_so_a_huge_epoch_count_starts(synth_dir, tmp_path):
-    # Before: epochs x rows x 8 bytes of orders up front (800 TB here) and never a first step.
-    config = ExperimentConfig(data_dir=str(synth_dir), epochs=100_000_000, hidden_units=(8,))
+    # Orders drawn up front would take epochs x rows x 8 bytes before the first step.
+    config = ExperimentConfig(data_dir=str(synth_dir), epochs=MAX_EPOCHS, hidden_units=(8,))
     data = load_experiment_data(config)
 
     class FirstEpochDone(Exception):
         pass
 
     def stop(epoch, total, values):
-        assert (epoch, total) == (1, 100_000_000) and np.isfinite(values["train_loss"])
+        assert (epoch, total) == (1, MAX_EPOCHS) and np.isfinite(values["train_loss"])
         raise FirstEpochDone
 
     with pytest.raises(FirstEpochDone):
