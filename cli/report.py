@@ -32,8 +32,9 @@ def report(
         from ftmed.atlas import write_atlas
 
         atlas = write_atlas(runs_dir, outputs["groups"])
+        written = [atlas["csv"].name] + ([atlas["png"].name] if atlas["png"] else [])
         typer.echo(f"wrote the atlas over {len(outputs['groups'])} data files: {atlas['markdown']}, "
-                   f"{atlas['csv'].name}, {atlas['png'].name}")
+                   f"{', '.join(written)}")
         typer.echo(f"these runs used {len(outputs['groups'])} different data files: one table per file, "
                    f"never pooled", err=True)
     typer.echo(f"wrote {outputs['markdown']} and {len(outputs['plots'])} plots from {n_records} records")

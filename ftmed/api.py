@@ -386,7 +386,7 @@ def compare(
     runtime = RuntimeConfig(accelerator=accelerator, devices=devices, precision=precision, threads=per_job,
                             jobs=jobs, progress=False, tensorboard=tensorboard, mlflow=uri,
                             steps_per_execution=steps_per_execution, cuda_graphs=cuda_graphs)
-    if runtime_needs_check(runtime):
+    if runtime_needs_check(runtime) and executor == "local":  # on Ray the nodes, not this machine, train
         for fw in fws:
             check_runtime(fw, runtime)
     for variant in chosen:

@@ -197,13 +197,13 @@ def atlas_heatmap(entries: list[dict], path: Path) -> Path:
 
 
 def write_atlas(runs_dir: str | Path, groups: list[dict], baseline: str = "baseline") -> dict:
-    """Write atlas.md, atlas.csv and atlas.png into `runs_dir` from `render`'s groups; their paths and entries."""
+    """Write atlas.md, atlas.csv and atlas.png into `runs_dir` from `render`'s groups; their paths and entries.
+    Without any variant compared with a baseline there is no matrix to draw: no PNG ("png" is None)."""
     from ftmed_core.records import atomic_write_text
 
     runs_dir = Path(runs_dir)
     entries = atlas_rows(groups, baseline)
     atomic_write_text(runs_dir / ATLAS_MD, atlas_markdown(entries))
     atomic_write_text(runs_dir / ATLAS_CSV, atlas_csv(entries))
-    atlas_heatmap(entries, runs_dir / ATLAS_PNG)
-    return {"markdown": runs_dir / ATLAS_MD, "csv": runs_dir / ATLAS_CSV, "png": runs_dir / ATLAS_PNG,
-            "entries": entries}
+    png = atlas_heatmap(entries, runs_dir / ATLAS_PNG) if entries else None
+    return {"markdown": runs_dir / ATLAS_MD, "csv": runs_dir / ATLAS_CSV, "png": png, "entries": entries}

@@ -273,12 +273,13 @@ import glob, json, os, sys
 for path in glob.glob(f"{sys.argv[1]}/*/record.json"):
     r = json.load(open(path))
     if r.get("status") == "finished" and r["config"]["name"] == "baseline" and r["config"]["seed"] == 0:
-        print(os.path.dirname(path))
+        print(os.path.dirname(path), r["runtime"].get("threads") or 0)  # same threads: same CPU kernels
 EOF
 )
   if [ -z "$ref" ]; then echo "the study has no finished baseline seed 0 to repeat"; return 1; fi
+  local threads=${ref##* }; ref=${ref% *}
   "$PY" -m cli.main train -f lightning --accelerator "$ACCEL" --data-dir "$WORK/full" --epochs "$STUDY_EPOCHS" \
-    --seed 0 --runs-dir "$RUNS/determinism" || return 1
+    --seed 0 --threads "$threads" --runs-dir "$RUNS/determinism" || return 1
   "$PY" - "$ref" "$RUNS/determinism" <<'EOF'
 import glob, json, os, sys, numpy as np
 a = np.load(glob.glob(f"{sys.argv[1]}/test_logits.npy")[0])
