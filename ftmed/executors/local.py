@@ -112,20 +112,6 @@ def _read_lines(proc, buffer: list) -> list[str]:
     return [line for line in lines[:-1] if line.strip()]
 
 
-def _read_lines(proc, buffer: list) -> list[str]:
-    try:
-        chunk = proc.stdout.read()
-    except (BlockingIOError, TypeError):
-        chunk = None
-    if not chunk:
-        return []
-    buffer.append(chunk)
-    text = "".join(buffer)
-    lines = text.split("\n")
-    buffer[:] = [lines[-1]]
-    return [line for line in lines[:-1] if line.strip()]
-
-
 def record_crash(job, runtime, data_source: dict, runs_dir: Path, error: str) -> None:
     """The worker died without writing a record (killed, out of memory): record the run as failed.
 
