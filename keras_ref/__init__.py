@@ -9,7 +9,7 @@ Modules: `model` (build_mlp, weights in the core's layout, logits), `optimizers`
 `losses` (make_loss, compile_model), `training` (fit, train), `weights` (neutral weight files).
 
 Importing this package loads keras on KERAS_BACKEND's backend (tensorflow when unset; jax and torch too,
-see keras_ref/backends.py and `ftmed_core.frameworks.prepare_keras_backend`), raises ImportError when keras
+see keras_ref/backend/ and `ftmed_core.frameworks.prepare_keras_backend`), raises ImportError when keras
 was already imported with another backend, and quiets TensorFlow's C++ logging (TF_CPP_MIN_LOG_LEVEL=2
 unless set). Runs are recorded under the backend's label: keras, keras[jax], keras[torch].
 

@@ -35,7 +35,7 @@ from ftmed_core.config import ExperimentConfig, OptimizerConfig
 from ftmed_core.data import one_hot
 from ftmed_core.protocol import initial_weights
 from ftmed_core.variants import BASELINE, VARIANTS
-from keras_ref._backend import BACKEND, keras, tf
+from keras_ref._backend import BACKEND, keras, native
 from keras_ref.losses import compile_model
 from keras_ref.model import build_mlp, get_weights, logits_model
 
@@ -51,45 +51,8 @@ def loss_and_gradients(model: keras.Model, x: np.ndarray, y_onehot: np.ndarray) 
     TensorFlow: `compute_loss` under a GradientTape in a tf.function (where the logits shortcut applies);
     JAX: `jax.value_and_grad` of the trainer's own `compute_loss_and_updates`; torch: `compute_loss` then
     `backward()`. Kernels come back (fan_in, fan_out), Keras's layout."""
-    if BACKEND == "tensorflow":
-        @tf.function(jit_compile=False)
-        def step(x, y):
-            with tf.GradientTape() as tape:
-                y_pred = model(x, training=True)
-                loss = model.compute_loss(x=x, y=y, y_pred=y_pred, training=True)
-            return loss, tape.gradient(loss, model.trainable_variables)
-
-        loss, grads = step(tf.constant(x), tf.constant(y_onehot))
-        return float(loss), [_numpy(g) for g in grads]
-    if BACKEND == "jax":
-        import jax
-
-        trainable = [v.value for v in model.trainable_variables]
-        non_trainable = [v.value for v in model.non_trainable_variables]
-        metrics = [v.value for v in model.metrics_variables]
-        if not model.optimizer.built:
-            model.optimizer.build(model.trainable_variables)
-        optimizer_values = [v.value for v in model.optimizer.variables]
-
-        def loss_fn(values):
-            return model.compute_loss_and_updates(values, non_trainable, metrics, x, y_onehot, None,
-                                                  training=True, optimizer_variables=optimizer_values)
-
-        # Not jitted: one batch, and compiling would cost more than running op by op (same ops, same order).
-        (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)
-        return float(loss), [_numpy(g) for g in grads]
-    import torch
-
-    from keras.src.backend.torch.core import convert_to_tensor
-
-    for v in model.trainable_variables:
-        v.value.grad = None
-    xt, yt = convert_to_tensor(x), convert_to_tensor(y_onehot)
-    y_pred = model(xt, training=True)
-    loss = model.compute_loss(x=xt, y=yt, y_pred=y_pred, training=True)
-    loss.backward()
-    with torch.no_grad():
-        return float(loss.detach().cpu()), [_numpy(v.value.grad) for v in model.trainable_variables]
+    loss, grads = native.gradient_step(model)(x, y_onehot)
+    return float(_numpy(keras.ops.convert_to_numpy(loss))), [_numpy(keras.ops.convert_to_numpy(g)) for g in grads]
 
 
 def _architecture(input_dim: int, n_classes: int) -> dict:
@@ -131,7 +94,7 @@ def _replay(opt: OptimizerConfig, hidden: tuple, input_dim: int, n_classes: int,
 
 def _closed_loop(name: str, config: ExperimentConfig, record_steps: list[int]) -> dict[str, np.ndarray]:
     from ftmed_core.data import load_experiment_data
-    from keras_ref.backends import CoreBatchSequence
+    from keras_ref.backend.common import CoreBatchSequence
 
     data = load_experiment_data(config, allow_download=False)
     weights = initial_weights(config, data.input_dim, data.n_classes)
@@ -222,17 +185,7 @@ def main(argv: list[str]) -> int:
     request = json.loads((folder / "request.json").read_text())
     with np.load(folder / "in.npz", allow_pickle=False) as loaded:
         arrays = {k: loaded[k] for k in loaded.files}
-    if BACKEND == "torch":
-        import torch
-
-        torch.set_num_threads(1)
-    elif BACKEND == "tensorflow":
-        for setter in (tf.config.threading.set_intra_op_parallelism_threads,
-                       tf.config.threading.set_inter_op_parallelism_threads):
-            try:
-                setter(1)
-            except RuntimeError:  # TF's runtime already started: keep its threads
-                pass
+    native.limit_threads(1)
     meta, out = compute(request, arrays)
     np.savez(folder / "out.npz", **out)
     (folder / "meta.json").write_text(json.dumps(meta))

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from ftmed_core.config import LOSS_MODES, ExperimentConfig
 from ftmed_core.errors import ConfigError
-from keras_ref._backend import BACKEND, keras, tf
+from keras_ref._backend import keras, native
 
 KERAS_LOSS = "categorical_crossentropy"
 
@@ -30,9 +30,7 @@ KERAS_LOSS = "categorical_crossentropy"
 @keras.saving.register_keras_serializable(package="ftmed", name="probability_crossentropy")
 def probability_crossentropy(y_true, y_pred):
     """Cross-entropy on the activated outputs, never on attached logits (per sample, (N,))."""
-    if BACKEND == "tensorflow":
-        # tf.identity returns a fresh tensor: no `_keras_logits`, op type "Identity" (not "Softmax").
-        y_pred = tf.identity(y_pred)
+    y_pred = native.fresh_output(y_pred)  # TensorFlow: without the attached logits (keras_ref/backend/)
     return keras.losses.categorical_crossentropy(y_true, y_pred, from_logits=False)
 
 
@@ -64,7 +62,7 @@ def compile_model(model: keras.Model, config: ExperimentConfig, optimizer=None,
         optimizer=optimizer if optimizer is not None else build_optimizer(config.optimizer),
         loss=make_loss(config),
         metrics=make_metrics(),
-        jit_compile=BACKEND == "jax",
+        jit_compile=native.JIT_COMPILE,
         steps_per_execution=steps_per_execution,
     )
     return model

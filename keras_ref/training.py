@@ -5,15 +5,16 @@ What the study did and we keep: one-hot labels, categorical_crossentropy, batch 
 batch kept, validation on end-of-epoch weights (`validation_batch_size` = batch size), `model.fit`.
 What we change, and why:
 - The split is the core's (`data.train` / `data.val`); it equals Keras's `validation_split` rows.
-- The batch order is the core's (`epoch_permutation` + `batch_bounds`), fed as a `tf.data` pipeline
-  over a plain Python iterator that gathers each batch from the split's memory map and converts it to
-  float32 on its own, and learns the epoch number from a callback (`CoreBatches`). `fit(shuffle=True)`
-  draws an order that cannot be handed to torch, and with a global seed it reuses one permutation every
-  epoch. Validation and test outputs are streamed the same way: no split is ever converted whole.
+- The batch order is the core's (`epoch_permutation` + `batch_bounds`), fed by the backend's
+  `training_batches` (a `tf.data` pipeline on TensorFlow, a `PyDataset` on JAX and torch), which gathers
+  each batch from the split's memory map, converts it to float32 on its own, and learns the epoch number
+  from a callback. `fit(shuffle=True)` draws an order that cannot be handed to torch, and with a global
+  seed it reuses one permutation every epoch. Validation and test outputs are streamed the same way: no
+  split is ever converted whole.
 - Weights start from the core's numbers (see model.py); seeds, threads, op determinism are explicit.
-- On the JAX and torch backends the runtime and the feeding are keras_ref/backends.py's (a PyDataset of
-  the same batches in the same order; that module's table lists each TensorFlow-only part's counterpart).
-  The run is recorded under the backend's framework label (`keras`, `keras[jax]`, `keras[torch]`).
+- Everything that differs per backend (runtime, feeding, distribution, versions) is the backend module's,
+  `keras_ref._backend.native` (keras_ref/backend/). The run is recorded under the backend's framework
+  label (`keras`, `keras[jax]`, `keras[torch]`).
 - Resume: `EpochState` saves weights, optimizer variables, epoch and history after every epoch; a rerun in
   the same run directory restores them and passes `initial_epoch` to `fit`, bitwise identical to an
   uninterrupted run on CPU (tests/test_resume.py).
@@ -21,22 +22,18 @@ What we change, and why:
 
 from __future__ import annotations
 
-import contextlib
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 
 from ftmed_core.config import ExperimentConfig, RuntimeConfig
-from ftmed_core.data import ExperimentData, Split, eval_batch_rows, one_hot
-from ftmed_core.errors import ConfigError
+from ftmed_core.data import ExperimentData, Split, eval_batch_rows
 from ftmed_core.protocol import Weights, epoch_permutation, steps_per_epoch
 from ftmed_core.records import HISTORY_KEYS
-from ftmed_core.runner import EpochCallback, FitResult, check_finite, make_train, resolve_threads, show_progress
-from keras_ref import _backend, backends
-from keras_ref._backend import BACKEND, FRAMEWORK, keras, tf
+from ftmed_core.runner import EpochCallback, FitResult, check_finite, make_train, show_progress
+from keras_ref._backend import FRAMEWORK, keras, native
 from keras_ref.losses import compile_model
 from keras_ref.model import build_mlp, check_layout, logits_model
 
@@ -45,83 +42,12 @@ CSV_LOG = "keras_log.csv"
 # Keras's History keys -> the shared record keys.
 HISTORY_FROM_KERAS = {"loss": "train_loss", "accuracy": "train_acc", "val_loss": "val_loss",
                       "val_accuracy": "val_acc"}
-# Train steps per call into the compiled function: the same steps in the same order (bitwise the same
-# weights, tests/test_keras_study_recipe.py), less Python overhead per step. benchmarks/keras_speed.py.
-# Per backend: keras_ref/backends.py (Keras's torch trainer accepts only 1).
-STEPS_PER_EXECUTION = backends.STEPS_PER_EXECUTION[BACKEND]
+# Train steps per call into the compiled function, the backend's (keras_ref/backend/<name>.py); a module
+# attribute so that a benchmark can set another value for `fit`.
+STEPS_PER_EXECUTION = native.STEPS_PER_EXECUTION
+# The backend's runtime setup (devices, threads, seeds, determinism), as `fit` applies it.
+configure_runtime = native.configure_runtime
 PRECISION_POLICIES = {"32": None, "16-mixed": "mixed_float16", "bf16-mixed": "mixed_bfloat16"}
-
-
-# --------------------------------------------------------------------------------------------- runtime
-
-
-def _set_threads(threads: int) -> int:
-    """Intra-op threads = `threads`, inter-op 1; settable only before TF initializes its runtime."""
-    for setter, getter, value in (
-        (tf.config.threading.set_intra_op_parallelism_threads,
-         tf.config.threading.get_intra_op_parallelism_threads, threads),
-        (tf.config.threading.set_inter_op_parallelism_threads,
-         tf.config.threading.get_inter_op_parallelism_threads, 1),
-    ):
-        try:
-            setter(value)  # setting the value already in force is allowed after initialization
-        except RuntimeError:
-            print(f"keras_ref: TensorFlow is already initialized with {getter() or 'its default'} threads "
-                  f"(asked for {value}); they can only be set before the first TensorFlow op", file=sys.stderr)
-    # What is in force: 0 means TF's own choice (one per core), left by a runtime initialized before us.
-    return tf.config.threading.get_intra_op_parallelism_threads()
-
-
-def configure_runtime(runtime: RuntimeConfig, seed: int) -> dict:
-    """Apply the runtime settings to TensorFlow; return where the run executes (for the record)."""
-    if runtime.num_nodes != 1:
-        raise ConfigError(f"keras_ref trains on one machine; num_nodes={runtime.num_nodes} is not supported")
-    if runtime.accelerator == "mps":
-        raise ConfigError("accelerator 'mps' is not available to TensorFlow; choose auto, cpu or gpu")
-    requested = resolve_threads(runtime)
-    threads = _set_threads(requested)
-    gpus = tf.config.list_physical_devices("GPU")
-    if runtime.accelerator == "cpu" and gpus:
-        try:
-            tf.config.set_visible_devices([], "GPU")
-        except RuntimeError:  # TF already initialized with the GPUs visible
-            raise ConfigError("accelerator 'cpu' must be chosen before TensorFlow initializes its GPUs") from None
-        gpus = []
-    if runtime.accelerator == "gpu" and not gpus:
-        raise ConfigError("accelerator 'gpu' was asked for, but TensorFlow sees no GPU; choose auto or cpu")
-    use_gpu = bool(gpus) and runtime.accelerator in ("auto", "gpu")
-    if runtime.devices > 1 and not use_gpu:
-        raise ConfigError(f"devices={runtime.devices} needs GPUs; on CPU use devices=1 (and threads=N)")
-    if runtime.devices > len(gpus or [None]):
-        raise ConfigError(f"devices={runtime.devices}, but TensorFlow sees {len(gpus)} GPU(s)")
-    if use_gpu:
-        # TF32 matmuls are on by default on Ampere and newer and change float32 results.
-        tf.config.experimental.enable_tensor_float_32_execution(False)
-    keras.utils.set_random_seed(seed)
-    if runtime.deterministic:
-        # Global and one-way in TF's public API. On CPU it changes the numbers (deterministically) versus
-        # the default kernels (keras_ref/__init__.py). Once on, it stays on for the process.
-        tf.config.experimental.enable_op_determinism()
-    device = ", ".join(g.name for g in gpus[: runtime.devices]) if use_gpu else "cpu"
-    return {"device": device, "threads": threads, "threads_requested": requested,
-            "gpus": len(gpus) if use_gpu else 0,
-            "op_determinism": _op_determinism_enabled(runtime)}
-
-
-def _op_determinism_enabled(runtime: RuntimeConfig) -> bool:
-    """Whether op determinism is on now: it is process-wide and cannot be turned off via the public API."""
-    try:
-        from tensorflow.python.framework import config as tf_framework_config  # no public getter in TF 2.21
-
-        return bool(tf_framework_config.is_op_determinism_enabled())
-    except (ImportError, AttributeError):
-        return runtime.deterministic
-
-
-def _strategy(runtime: RuntimeConfig, use_gpu: bool):
-    if use_gpu and runtime.devices > 1:
-        return tf.distribute.MirroredStrategy(devices=[f"/gpu:{i}" for i in range(runtime.devices)])
-    return tf.distribute.get_strategy()  # the default (no-op) strategy
 
 
 # ------------------------------------------------------------------------------------------------- data
@@ -129,77 +55,16 @@ def _strategy(runtime: RuntimeConfig, use_gpu: bool):
 
 def epoch_orders(config: ExperimentConfig, n_rows: int) -> np.ndarray:
     """(epochs, n_rows) int64: the core's row order for every epoch. For checks over a few epochs only:
-    `fit` never builds it (its memory grows with the epoch count); `CoreBatches` draws each epoch's order
-    when that epoch starts."""
+    `fit` never builds it (its memory grows with the epoch count); the backend's `training_batches` draw
+    each epoch's order when that epoch starts."""
     return np.stack([epoch_permutation(config.seed, epoch, n_rows, config.shuffle)
                      for epoch in range(config.epochs)])
-
-
-def split_dataset(batches: Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]], steps: int, input_dim: int,
-                  n_classes: int) -> "tf.data.Dataset":
-    """A `tf.data` pipeline over a plain Python iterator of `(x float32 (m, D), y one-hot float32)` batches.
-
-    `batches()` is called once per pass over the dataset (so once per Keras epoch), when the pass
-    starts. Batches are built on the host one at a time (`ftmed_core.data.Split.batches`), so the
-    pipeline holds a couple of batches, never a split.
-    """
-    signature = (tf.TensorSpec((None, input_dim), tf.float32), tf.TensorSpec((None, n_classes), tf.float32))
-    dataset = tf.data.Dataset.from_generator(batches, output_signature=signature)
-    dataset = dataset.apply(tf.data.experimental.assert_cardinality(steps))
-    options = tf.data.Options()
-    # As Keras's array adapter: skip tf.data's static graph rewrites, which cost more than they save here.
-    options.experimental_optimization.apply_default_optimizations = False
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return dataset.with_options(options).prefetch(2)
-
-
-def _one_hot_batches(split: Split, n_classes: int, batch_size: int, order: np.ndarray | None):
-    for x, y in split.batches(batch_size, order):
-        yield x, one_hot(y, n_classes)
-
-
-class CoreBatches:
-    """The core's training batches as a `tf.data` pipeline: each pass over `dataset` is one epoch.
-
-    `callback` sets `epoch` at the start of each Keras epoch; Keras starts a fresh pass over the dataset
-    right after, and the pass draws that epoch's order (`epoch_permutation`) when it starts: memory is one
-    order, whatever the number of epochs. Each batch is gathered from the split's memory map and
-    converted to float32 on its own (`Split.batches`), so no whole-array float copy exists. Each epoch
-    ends when its pass does, so `steps_per_execution` > 1 cannot run an execution across an epoch boundary.
-    `batches(epoch)` is the same data as a plain iterator, for feeding paths other than tf.data.
-    """
-
-    def __init__(self, split: Split, n_classes: int, batch_size: int, seed: int,
-                 shuffle: str | bool = "per-epoch"):
-        self.split, self.n_classes, self.batch_size = split, n_classes, batch_size
-        self.seed, self.shuffle = seed, shuffle
-        self.epoch = 0
-        self.steps = steps_per_epoch(len(split), batch_size)
-        self.dataset = split_dataset(lambda: self.batches(self.epoch), self.steps, split.input_dim, n_classes)
-        self.callback = backends.SetEpoch(self)
-
-    def batches(self, epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        # File order needs no index: batches are slices.
-        order = (None if self.shuffle in (False, "none")
-                 else epoch_permutation(self.seed, epoch, len(self.split), self.shuffle))
-        return _one_hot_batches(self.split, self.n_classes, self.batch_size, order)
-
-
-def eval_dataset(split: Split, n_classes: int, batch_size: int):
-    """`split` in file order, `batch_size` rows per batch (the batches `fit`/`predict` cut from arrays):
-    a `tf.data` pipeline on TensorFlow, a `PyDataset` of the same batches on the other backends."""
-    if BACKEND != "tensorflow":
-        return backends.CoreBatchSequence(split, n_classes, batch_size)
-    return split_dataset(lambda: _one_hot_batches(split, n_classes, batch_size, None),
-                         steps_per_epoch(len(split), batch_size), split.input_dim, n_classes)
 
 
 def predict_split_logits(model: "keras.Model", split: Split, n_classes: int, batch_size: int = 1024) -> np.ndarray:
     """Pre-activation outputs over `split`, streamed in batches of `batch_size` (those of `predict_logits`;
     fewer rows where that many float32 rows would be large, `eval_batch_rows`)."""
-    dataset = eval_dataset(split, n_classes, eval_batch_rows(split.input_dim, batch_size))
-    if BACKEND == "tensorflow":
-        dataset = dataset.map(lambda x, y: x)
+    dataset = native.eval_batches(split, n_classes, eval_batch_rows(split.input_dim, batch_size), inputs_only=True)
     logits = logits_model(model).predict(dataset, verbose=0)
     return np.asarray(logits, dtype=np.float32)
 
@@ -311,15 +176,10 @@ def fit(config: ExperimentConfig, runtime: RuntimeConfig, data: ExperimentData, 
         run_dir: Path, on_epoch: EpochCallback | None = None) -> FitResult:
     """Train `config` from `weights` with `model.fit`; the adapter function of `run_experiment`."""
     run_dir = Path(run_dir)
-    if BACKEND == "tensorflow":
-        env = configure_runtime(runtime, config.seed)
-        scope = _strategy(runtime, env["gpus"] > 0).scope()
-    else:
-        env = backends.configure_runtime(runtime, config.seed)
-        scope = contextlib.nullcontext()
+    env = configure_runtime(runtime, config.seed)
     check_layout(config, data.input_dim, data.n_classes, weights)
     policy = PRECISION_POLICIES[runtime.precision]
-    with scope:
+    with native.distribution_scope(runtime, env):
         model = build_mlp(config, data.input_dim, data.n_classes, weights, dtype=policy)
         optimizer = None
         if runtime.precision == "16-mixed":
@@ -328,11 +188,7 @@ def fit(config: ExperimentConfig, runtime: RuntimeConfig, data: ExperimentData, 
             optimizer = keras.optimizers.LossScaleOptimizer(build_optimizer(config.optimizer))
         compile_model(model, config, optimizer=optimizer, steps_per_execution=STEPS_PER_EXECUTION)
 
-    if BACKEND == "tensorflow":
-        batches = CoreBatches(data.train, data.n_classes, config.batch_size, config.seed, config.shuffle)
-    else:
-        batches = backends.CoreBatchSequence(data.train, data.n_classes, config.batch_size, config.seed,
-                                             config.shuffle)
+    batches = native.training_batches(data.train, data.n_classes, config.batch_size, config.seed, config.shuffle)
     report = EpochReport(config.epochs, on_epoch)
     resumed = restore_state(run_dir / STATE_FILE, model, config)
     initial_epoch = 0
@@ -355,24 +211,21 @@ def fit(config: ExperimentConfig, runtime: RuntimeConfig, data: ExperimentData, 
         epochs=config.epochs,
         initial_epoch=initial_epoch,  # Keras passes absolute epoch numbers on, so the batch order follows
         # Streamed in batches of `batch_size`: what `validation_batch_size=batch_size` cut from arrays.
-        validation_data=eval_dataset(data.val, data.n_classes, config.batch_size),
+        validation_data=native.eval_batches(data.val, data.n_classes, config.batch_size),
         shuffle=False,  # the order is the dataset's
         callbacks=callbacks,
         verbose="auto" if show_progress(runtime) else 0,
     )
     training_seconds = time.perf_counter() - started
-    # Keras's saving code imports TensorFlow when it is installed, whatever the backend: keep its start-up
-    # lines out of a JAX or torch run's output.
-    with contextlib.nullcontext() if BACKEND == "tensorflow" else _backend.native_startup_lines_hidden():
+    with native.saving_quietly():
         model.save(run_dir / MODEL_FILE)
     (run_dir / STATE_FILE).unlink(missing_ok=True)  # model.keras now holds the same (and the record follows)
     return FitResult(
         history=report.history,
         test_logits=predict_split_logits(model, data.test, data.n_classes),
         training_seconds=training_seconds,
-        environment={**({"tensorflow": tf.__version__} if tf is not None else backends.versions()),
-                     "keras": keras.__version__, "keras_backend": keras.backend.backend(),
-                     "steps_per_execution": STEPS_PER_EXECUTION, "jit_compile": BACKEND == "jax",
+        environment={**native.versions(), "keras": keras.__version__, "keras_backend": keras.backend.backend(),
+                     "steps_per_execution": STEPS_PER_EXECUTION, "jit_compile": native.JIT_COMPILE,
                      "resumed_after_epoch": initial_epoch, **env,
                      **({"mlflow_run_id": tracker.run_id} if tracker else {})},
     )

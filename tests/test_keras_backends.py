@@ -106,7 +106,7 @@ def test_keras_ref_on_jax_imports_no_tensorflow():
 @pytest.mark.slow
 @pytest.mark.skipif(not backend_available("jax"), reason="jax is not installed")
 def test_jax_steps_per_execution_16_gives_the_weights_of_1_and_repeats_bitwise(tiny_synth_dir):
-    """keras_ref runs 16 jitted steps per call on JAX (keras_ref/backends.py): the same weights as one step
+    """keras_ref runs 16 jitted steps per call on JAX (keras_ref/backend/jax.py): the same weights as one step
     per call, bitwise, over 2 epochs of the core's batches; and the same run twice is bitwise the same."""
     script = textwrap.dedent(f"""
         import numpy as np
@@ -116,7 +116,7 @@ def test_jax_steps_per_execution_16_gives_the_weights_of_1_and_repeats_bitwise(t
         from ftmed_core.data import load_experiment_data
         from ftmed_core.protocol import initial_weights
         from ftmed_core.variants import BASELINE
-        from keras_ref.backends import CoreBatchSequence
+        from keras_ref.backend.common import CoreBatchSequence
         from keras_ref.losses import compile_model
         from keras_ref.model import build_mlp, get_weights
         config = replace(BASELINE, data_dir={str(tiny_synth_dir)!r}, epochs=2)

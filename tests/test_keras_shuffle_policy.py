@@ -19,7 +19,8 @@ from ftmed_core.data import Split, load_experiment_data, one_hot
 from ftmed_core.protocol import batch_bounds, epoch_permutation, initial_weights
 from keras_ref.losses import compile_model
 from keras_ref.model import build_mlp, get_weights
-from keras_ref.training import CoreBatches, epoch_orders, fit
+from keras_ref.backend.tensorflow import CoreBatches
+from keras_ref.training import epoch_orders, fit
 
 
 class _RowRecorder(keras.layers.Layer):

@@ -19,7 +19,8 @@ from ftmed_core.losses import mean_loss
 from ftmed_core.protocol import batch_bounds, epoch_permutation, initial_weights
 from keras_ref.losses import compile_model
 from keras_ref.model import build_mlp, get_weights, predict_logits
-from keras_ref.training import CoreBatches, fit
+from keras_ref.backend.tensorflow import CoreBatches
+from keras_ref.training import fit
 
 
 def study_model(config, input_dim, n_classes, weights):
