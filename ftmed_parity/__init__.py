@@ -1,6 +1,7 @@
 """ftmed's parity suite: layer by layer, evidence that the Lightning port computes what the Keras reference
-computes. Each check is a declared object (checks.py) with its tolerance and the reason for it; the
-frameworks are reached only through `Sides` (sides.py), which a test replaces to plant a bug.
+computes, on every Keras backend. Each check is a declared object (checks.py) with its tolerance and the
+reason for it; the frameworks are reached only through `Sides` (sides.py), which a test replaces to plant a
+bug.
 
 | module | layers |
 |---|---|
@@ -8,17 +9,19 @@ frameworks are reached only through `Sides` (sides.py), which a test replaces to
 | loss.py | 4 loss, 5 gradients |
 | optimizers.py | 6 update rules, open loop |
 | closed_loop.py | 7 training, closed loop |
-| statistical.py | 8 outcomes over seeds |
-| backends.py | 1-7 for Keras on another backend (JAX, torch), ids `check@backend` |
+| statistical.py | 8 outcomes over seeds (TensorFlow) |
 | suite.py | the layer list, `run_layers`, the generated tolerance table |
 | api.py | `run(...)` -> `ParityRun` (results, seconds, environment; writes parity.json/md) |
-| probe.py | launches Keras on another backend in a child process |
+| sides.py | `Sides`: the Keras side per backend, the port (lightning_ft) |
+| keras_side.py | what the Keras side computes, through keras_ref, as plain values |
+| probe.py | a child process with Keras on another backend, serving keras_side's functions |
 
-Both frameworks run in one process, on CPU, float32, one thread each (`sides.setup_frameworks`); Keras on
-another backend runs in a child process per layer (`ftmed_parity.probe`), so such a run needs no
-TensorFlow (`sides.port_sides`). This
-package imports the adapters (lazily: importing it loads no framework) and never the CLI; `ftmed parity`
-(cli/parity.py) and `ftmed.parity` call `api.run`; the CLI only renders what it returns.
+Every layer builder takes `keras_backend`: the same checks run against Keras on TensorFlow (in this
+process, ids as declared) and on JAX or torch (`sides.keras(backend)`: keras_side's functions in a child
+process, ids ending in @backend), so such a run needs no TensorFlow (`sides.port_sides`). Both frameworks
+in this process run on CPU, float32, one thread each (`sides.setup_frameworks`). This package imports the
+adapters (lazily: importing it loads no framework) and never the CLI; `ftmed parity` (cli/parity.py) and
+`ftmed.parity` call `api.run`; the CLI only renders what it returns.
 """
 
 from ftmed_parity.checks import ERROR, FAIL, INFO, PASS, Check, Measurement, Result, Tolerance, run_checks

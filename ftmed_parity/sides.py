@@ -1,13 +1,17 @@
-"""The two implementations a parity run compares, as plain values a check calls through.
+"""The implementations a parity run compares, as plain values a check calls through.
 
-`Sides(reference, port)`: `reference` is a `KerasSide` (keras_ref on TensorFlow by default, labelled
-"keras"; another Keras backend is another `KerasSide` with its own label, e.g. "keras[jax]"), `port` a
-`TorchSide` (lightning_ft). Checks reach a framework only through these fields, so a test plants a bug by
+`Sides(reference, port)`: `reference` is a `KerasSide` (keras_ref on TensorFlow in this process by default,
+labelled "keras"), `port` a `TorchSide` (lightning_ft). A check declared for a Keras backend takes its side
+from `sides.keras(backend)`: the reference when it runs that backend, else that backend's `KerasSide` in a
+child process (`keras_side(backend)`, labelled e.g. "keras[jax]"), the same functions served by
+`ftmed_parity.probe`. So every layer's checks run unchanged against every backend; a test plants a bug by
 passing `sides.with_port(build_mlp=broken)`, and nothing is monkeypatched.
 
-Also here: how each framework is driven for the checks (loss and gradients, one epoch of training),
-the shared sample data, and `setup_frameworks()` (both frameworks on CPU, one thread each, quiet).
-Framework imports happen inside functions: importing this module stays cheap.
+A `KerasSide` is value-level (configs and numpy arrays in, numbers and arrays out; see
+ftmed_parity/keras_side.py); a `TorchSide` hands out lightning_ft's objects, which live in this process.
+Also here: how the port is driven for the checks (loss and gradients, one epoch of training), the shared
+sample data, and `setup_frameworks()` (both frameworks on CPU, one thread each, quiet). Framework imports
+happen inside functions: importing this module stays cheap.
 """
 
 from __future__ import annotations
@@ -15,8 +19,8 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from dataclasses import dataclass, replace
-from functools import lru_cache
+from dataclasses import dataclass, fields, replace
+from functools import lru_cache, partial
 from typing import Any, Callable, Iterable
 
 import numpy as np
@@ -29,19 +33,24 @@ N_CLASSES = 9
 
 @dataclass(frozen=True)
 class KerasSide:
-    """The reference: Keras functions the checks call (weights in the core's layout everywhere)."""
+    """The reference on one Keras backend: `ftmed_parity.keras_side`'s functions (in this process or a child's)."""
 
-    label: str
-    build_mlp: Callable
-    get_weights: Callable
-    logits_model: Callable
-    compile_model: Callable
-    export_weights: Callable
-    import_weights: Callable
-    build_optimizer: Callable
-    loss_and_gradients: Callable  # net -> step(x, y_onehot) -> (loss, gradients), as `fit` differentiates
+    label: str  # keras, keras[jax], keras[torch]
+    backend: str
+    architecture: Callable
+    export_built: Callable
+    reexport: Callable
+    forward: Callable
+    compiled_loss: Callable
+    loss_and_gradients: Callable
+    sgd_gradients: Callable
+    replay: Callable
     train_one_epoch: Callable  # (config, data, weights) -> (losses per step, flat weights after each step)
-    train: Callable  # keras_ref.train: (config, runtime=, runs_dir=) -> RunRecord
+    train: Callable | None = None  # keras_ref.train (layer 8); in this process only
+
+
+# The functions a KerasSide carries: `ftmed_parity.keras_side`'s of the same names.
+KERAS_FUNCTIONS = tuple(f.name for f in fields(KerasSide) if f.name not in ("label", "backend", "train"))
 
 
 @dataclass(frozen=True)
@@ -68,11 +77,29 @@ class Sides:
     def label(self) -> str:
         return f"{self.reference.label} vs {self.port.label}" if self.reference is not None else self.port.label
 
+    def keras(self, backend: str = "tensorflow") -> KerasSide:
+        """The Keras side on `backend`: the reference when it runs `backend`, else `keras_side(backend)`."""
+        if self.reference is not None and self.reference.backend == backend:
+            return self.reference
+        return keras_side(backend)
+
     def with_port(self, **changes: Any) -> "Sides":
         return replace(self, port=replace(self.port, **changes))
 
     def with_reference(self, **changes: Any) -> "Sides":
         return replace(self, reference=replace(self.reference, **changes))
+
+
+def check_id(base: str, keras_backend: str) -> str:
+    """A check's id for `keras_backend`: TensorFlow's is the base id, another backend's ends in @backend."""
+    return base if keras_backend == "tensorflow" else f"{base}@{keras_backend}"
+
+
+def pair_label(keras_backend: str, other: str = "lightning") -> str:
+    """The `frameworks` a check for `keras_backend` compares ("" on TensorFlow: the sides' own label)."""
+    from ftmed_core.frameworks import keras_label
+
+    return "" if keras_backend == "tensorflow" else f"{keras_label(keras_backend)} vs {other}"
 
 
 @lru_cache(maxsize=None)
@@ -94,35 +121,34 @@ def setup_frameworks() -> None:
     """torch and TensorFlow on 1 thread each; quiet. Idempotent; TF threads only if TF is not running yet."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     setup_port()
-    from keras_ref._backend import tf
+    from keras_ref._backend import native, tf
 
-    for setter in (tf.config.threading.set_intra_op_parallelism_threads,
-                   tf.config.threading.set_inter_op_parallelism_threads):
-        try:
-            setter(1)
-        except RuntimeError:  # TF already initialised (e.g. by another test): keep its threads
-            pass
+    native.limit_threads(1)
     tf.get_logger().setLevel("ERROR")  # "N out of the last N calls triggered retracing": one model per check
     warnings.filterwarnings("ignore", message=r".*structure of `inputs` doesn't match.*")
 
 
 @lru_cache(maxsize=1)
 def default_sides() -> Sides:
-    """keras_ref (TensorFlow backend) vs lightning_ft, as shipped."""
+    """keras_ref (TensorFlow backend, this process) vs lightning_ft, as shipped."""
     setup_frameworks()
     import keras_ref
-    from keras_ref import losses as keras_losses
-    from keras_ref import model as keras_model
-    from keras_ref import optimizers as keras_optimizers
-    from keras_ref import weights as keras_weights
+    from ftmed_parity import keras_side as functions
 
-    reference = KerasSide(
-        label="keras", build_mlp=keras_model.build_mlp, get_weights=keras_model.get_weights,
-        logits_model=keras_model.logits_model, compile_model=keras_losses.compile_model,
-        export_weights=keras_weights.export_weights, import_weights=keras_weights.import_weights,
-        build_optimizer=keras_optimizers.build_optimizer, loss_and_gradients=tf_loss_and_gradients,
-        train_one_epoch=keras_train_one_epoch, train=keras_ref.train)
+    reference = KerasSide(label="keras", backend="tensorflow", train=keras_ref.train,
+                          **{name: getattr(functions, name) for name in KERAS_FUNCTIONS})
     return Sides(reference, default_port())
+
+
+@lru_cache(maxsize=None)
+def keras_side(backend: str) -> KerasSide:
+    """keras_ref on `backend` in a child process of its own (`ftmed_parity.probe`), started on first use."""
+    from ftmed_core.frameworks import keras_label
+    from ftmed_parity.probe import keras_process
+
+    process = keras_process(backend)
+    return KerasSide(label=keras_label(backend), backend=backend,
+                     **{name: partial(process.call, name) for name in KERAS_FUNCTIONS})
 
 
 @lru_cache(maxsize=1)
@@ -142,8 +168,8 @@ def default_port() -> TorchSide:
 
 
 def port_sides() -> Sides:
-    """The port alone, for runs on Keras backends other than TensorFlow (their Keras runs in a child process,
-    ftmed_parity/backends.py): TensorFlow is not imported."""
+    """The port alone, for runs on Keras backends other than TensorFlow (each backend's Keras runs in a child
+    process, `Sides.keras`): TensorFlow is not imported."""
     return Sides(None, default_port())
 
 
@@ -177,28 +203,7 @@ def flat(weights) -> list[np.ndarray]:
     return [array for pair in weights for array in pair]
 
 
-def keras_compiled(side: KerasSide, config: ExperimentConfig, weights, input_dim: int = INPUT_DIM,
-                   n_classes: int = N_CLASSES):
-    net = side.build_mlp(config, input_dim, n_classes, weights)
-    side.compile_model(net, config)
-    return net
-
-
 # ------------------------------------------------------------------------ how each framework is driven
-
-
-def tf_loss_and_gradients(net):
-    """A `tf.function` computing what Keras's `train_step` differentiates: compute_loss inside a tape."""
-    from keras_ref._backend import tf
-
-    @tf.function(jit_compile=False, reduce_retracing=True)
-    def step(x, y):
-        with tf.GradientTape() as tape:
-            y_pred = net(x, training=True)
-            loss = net.compute_loss(x=x, y=y, y_pred=y_pred, training=True)
-        return loss, tape.gradient(loss, net.trainable_variables)
-
-    return step
 
 
 def torch_loss_and_gradients(side: TorchSide, net, x: np.ndarray, y: np.ndarray, output: str, mode: str):
@@ -213,24 +218,6 @@ def torch_loss_and_gradients(side: TorchSide, net, x: np.ndarray, y: np.ndarray,
         g = p.grad.detach().numpy()
         grads.append(g.T.copy() if g.ndim == 2 else g.copy())
     return float(loss.detach()), grads
-
-
-def keras_train_one_epoch(config: ExperimentConfig, data, weights) -> tuple[list[float], list]:
-    """Keras's own train step (`train_on_batch`, the function `fit` runs) over keras_ref's epoch batches."""
-    from keras_ref import losses as keras_losses
-    from keras_ref import model as keras_model
-    from keras_ref import training as keras_train
-    net = keras_model.build_mlp(config, data.input_dim, data.n_classes, weights)
-    keras_losses.compile_model(net, config)
-    n = len(data.y_train)
-    # The pipeline `fit` trains on; a pass is epoch 0 until told otherwise.
-    batches = keras_train.CoreBatches(data.train, data.n_classes, config.batch_size, config.seed,
-                                      config.shuffle).dataset
-    losses, weights_after = [], []
-    for xb, yb in batches.take(-(-n // config.batch_size)):
-        losses.append(float(net.train_on_batch(xb, yb, return_dict=True)["loss"]))
-        weights_after.append(flat(keras_model.get_weights(net)))
-    return losses, weights_after
 
 
 def lightning_train_one_epoch(config: ExperimentConfig, data, weights) -> tuple[list[float], list]:

@@ -8,7 +8,9 @@
 3 forward: the same weights and 64 synthetic images give the same logits (per hidden activation) and the
   same activated outputs (per output activation, the worst hidden activation named).
 
-Tolerances and their reasons are declared on the checks below.
+Each builder takes `keras_backend`: the checks compare Keras on that backend (`ctx.sides.keras(backend)`)
+with Lightning; ids end in @backend except on TensorFlow. Tolerances and their reasons are declared on the
+checks below, the same for every backend.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import numpy as np
 from ftmed_core.config import HIDDEN_ACTIVATIONS, OUTPUT_ACTIVATIONS
 from ftmed_core.variants import BASELINE, VARIANTS
 from ftmed_parity.checks import Check, Context, Measurement, Tolerance
-from ftmed_parity.sides import INPUT_DIM, N_CLASSES, flat, max_diff, sample_data
+from ftmed_parity.sides import INPUT_DIM, N_CLASSES, check_id, flat, max_diff, pair_label, sample_data
 
 EXACT = Tolerance(0.0)
 FORWARD_REL = Tolerance(1e-5, scale="max(1, max|z|)")
@@ -36,7 +38,7 @@ def _misplaced(shapes: list, expected: list) -> int:
     return sum(a != b for a, b in zip(shapes, expected)) + abs(len(shapes) - len(expected))
 
 
-def _architecture(ctx: Context, config) -> Measurement:
+def _architecture(ctx: Context, config, keras_backend: str) -> Measurement:
     from ftmed_core.protocol import layer_sizes, parameter_count
 
     expected = parameter_count(config, INPUT_DIM, N_CLASSES)
@@ -44,11 +46,10 @@ def _architecture(ctx: Context, config) -> Measurement:
     pairs = list(zip(sizes[:-1], sizes[1:]))
     keras_expected = [s for a, b in pairs for s in ((a, b), (b,))]
     torch_expected = [s for a, b in pairs for s in ((b, a), (b,))]
-    keras_net = ctx.sides.reference.build_mlp(config, INPUT_DIM, N_CLASSES)
+    keras_count, keras_shapes = ctx.sides.keras(keras_backend).architecture(config, INPUT_DIM, N_CLASSES)
+    keras_shapes = [tuple(shape) for shape in keras_shapes]
     torch_net = ctx.sides.port.build_mlp(config, INPUT_DIM, N_CLASSES)
-    keras_shapes = [tuple(int(d) for d in v.shape) for v in keras_net.trainable_variables]
     torch_shapes = [tuple(p.shape) for p in torch_net.parameters()]
-    keras_count = int(keras_net.count_params())
     torch_count = int(sum(p.numel() for p in torch_net.parameters()))
     count_gap = max(abs(keras_count - expected), abs(torch_count - expected))
     wrong_shapes = _misplaced(keras_shapes, keras_expected) + _misplaced(torch_shapes, torch_expected)
@@ -60,13 +61,14 @@ def _architecture(ctx: Context, config) -> Measurement:
     return Measurement(float(count_gap + wrong_shapes), note)
 
 
-def architecture_checks(variants: Iterable | None = None) -> list[Check]:
+def architecture_checks(variants: Iterable | None = None, keras_backend: str = "tensorflow") -> list[Check]:
     """Every registry variant, or `variants`: registry names or `Variant` objects (e.g. from a variants file)."""
     chosen = [VARIANTS[v] if isinstance(v, str) else v for v in (variants or VARIANTS)]
     configs = {v.name: v.config for v in chosen}
-    return [Check("arch", 1, "params & shapes", EXACT,
+    return [Check(check_id("arch", keras_backend), 1, "params & shapes", EXACT,
                   "parameter-count gap plus variables in a wrong shape; integers, so exact",
-                  lambda ctx, name: _architecture(ctx, configs[name]), tuple(configs))]
+                  lambda ctx, name: _architecture(ctx, configs[name], keras_backend), tuple(configs),
+                  frameworks=pair_label(keras_backend))]
 
 
 # ------------------------------------------------------------------------------------------ 2 weights
@@ -83,100 +85,101 @@ def _differing_elements(a, b) -> int:
     return int(sum(np.count_nonzero(bits(x) != bits(y)) for x, y in zip(a, b)))
 
 
-def _keras_to_lightning(ctx: Context) -> dict:
+def _keras_to_lightning(ctx: Context, keras_backend: str) -> dict:
     from ftmed_core.protocol import initial_weights
     from ftmed_core.weights_io import load_weights, save_weights
 
-    keras, port = ctx.sides.reference, ctx.sides.port
+    keras, port = ctx.sides.keras(keras_backend), ctx.sides.port
+    folder = ctx.workdir / f"weights-{keras_backend}"
+    folder.mkdir(exist_ok=True)
     start = initial_weights(BASELINE, INPUT_DIM, N_CLASSES)
-    keras_net = keras.build_mlp(BASELINE, INPUT_DIM, N_CLASSES, start)
-    keras.export_weights(keras_net, ctx.workdir / "from_keras.npz")
-    loaded, meta = load_weights(ctx.workdir / "from_keras.npz")
+    keras.export_built(BASELINE, start, INPUT_DIM, N_CLASSES, folder / "from_keras.npz")
+    loaded, meta = load_weights(folder / "from_keras.npz")
     torch_net = port.build_mlp(BASELINE, INPUT_DIM, N_CLASSES, loaded)
-    save_weights(ctx.workdir / "from_lightning.npz", port.get_weights(torch_net), {"framework": port.label})
-    back, _ = load_weights(ctx.workdir / "from_lightning.npz")
+    save_weights(folder / "from_lightning.npz", port.get_weights(torch_net), {"framework": port.label})
+    back, _ = load_weights(folder / "from_lightning.npz")
     layout = max(float(np.abs(layer.weight.detach().numpy() - kernel.T).max())
                  for layer, (kernel, _) in zip(port.linear_layers(torch_net), start))
     return {"start": start, "loaded": loaded, "back": back, "writer": meta.get("framework"), "layout": layout}
 
 
-def _round_trip_keras_first(ctx: Context, subject: str) -> Measurement:
-    r = ctx.memo("keras>lightning", lambda: _keras_to_lightning(ctx))
-    bits = _differing_elements(r["start"], r["back"]) + _differing_elements(r["start"], r["loaded"])
-    return Measurement(float(bits), f"{len(r['start'])} layers, written by {r['writer']}; "
-                                    f"max|dw| {max_diff(flat(r['start']), flat(r['back'])):.1e}")
+def weights_checks(keras_backend: str = "tensorflow") -> list[Check]:
+    def keras_to_lightning(ctx: Context) -> dict:
+        return ctx.memo(("keras>lightning", keras_backend), lambda: _keras_to_lightning(ctx, keras_backend))
 
+    def round_trip_keras_first(ctx: Context, subject: str) -> Measurement:
+        r = keras_to_lightning(ctx)
+        bits = _differing_elements(r["start"], r["back"]) + _differing_elements(r["start"], r["loaded"])
+        return Measurement(float(bits), f"{len(r['start'])} layers, written by {r['writer']}; "
+                                        f"max|dw| {max_diff(flat(r['start']), flat(r['back'])):.1e}")
 
-def _layout(ctx: Context, subject: str) -> Measurement:
-    r = ctx.memo("keras>lightning", lambda: _keras_to_lightning(ctx))
-    return Measurement(r["layout"], "the transpose minGPT's import test lists")
+    def layout(ctx: Context, subject: str) -> Measurement:
+        return Measurement(keras_to_lightning(ctx)["layout"], "the transpose minGPT's import test lists")
 
+    def round_trip_lightning_first(ctx: Context, subject: str) -> Measurement:
+        from ftmed_core.protocol import initial_weights
+        from ftmed_core.weights_io import load_weights, save_weights
 
-def _round_trip_lightning_first(ctx: Context, subject: str) -> Measurement:
-    from ftmed_core.protocol import initial_weights
-    from ftmed_core.weights_io import load_weights, save_weights
+        keras, port = ctx.sides.keras(keras_backend), ctx.sides.port
+        folder = ctx.workdir / f"weights-{keras_backend}"
+        folder.mkdir(exist_ok=True)
+        config = replace(BASELINE, init="torch_default", seed=1)
+        start = initial_weights(config, INPUT_DIM, N_CLASSES)
+        torch_net = port.build_mlp(config, INPUT_DIM, N_CLASSES, start)
+        save_weights(folder / "l.npz", port.get_weights(torch_net), {"framework": port.label})
+        keras.reexport(config, folder / "l.npz", folder / "k.npz")
+        back, _ = load_weights(folder / "k.npz")
+        return Measurement(float(_differing_elements(start, back)),
+                           f"bitwise; max|dw| {max_diff(flat(start), flat(back)):.1e}")
 
-    keras, port = ctx.sides.reference, ctx.sides.port
-    config = replace(BASELINE, init="torch_default", seed=1)
-    start = initial_weights(config, INPUT_DIM, N_CLASSES)
-    torch_net = port.build_mlp(config, INPUT_DIM, N_CLASSES, start)
-    save_weights(ctx.workdir / "l.npz", port.get_weights(torch_net), {"framework": port.label})
-    keras_net = keras.import_weights(config, ctx.workdir / "l.npz")
-    keras.export_weights(keras_net, ctx.workdir / "k.npz")
-    back, _ = load_weights(ctx.workdir / "k.npz")
-    return Measurement(float(_differing_elements(start, back)),
-                       f"bitwise; max|dw| {max_diff(flat(start), flat(back)):.1e}")
-
-
-def weights_checks() -> list[Check]:
     why = "elements whose float32 bits differ; nothing here does arithmetic"
+    pair = pair_label(keras_backend)
     return [
-        Check("weights.k2l", 2, "keras>file>lightning>file", EXACT, why, _round_trip_keras_first,
-              ("baseline (glorot)",)),
-        Check("weights.layout", 2, "Linear.weight == kernel.T", EXACT, "a copy, no arithmetic", _layout,
-              ("baseline (glorot)",)),
-        Check("weights.l2k", 2, "lightning>file>keras>file", EXACT, why, _round_trip_lightning_first,
-              ("torch-init (biases != 0)",)),
+        Check(check_id("weights.k2l", keras_backend), 2, "keras>file>lightning>file", EXACT, why,
+              round_trip_keras_first, ("baseline (glorot)",), frameworks=pair),
+        Check(check_id("weights.layout", keras_backend), 2, "Linear.weight == kernel.T", EXACT,
+              "a copy, no arithmetic", layout, ("baseline (glorot)",), frameworks=pair),
+        Check(check_id("weights.l2k", keras_backend), 2, "lightning>file>keras>file", EXACT, why,
+              round_trip_lightning_first, ("torch-init (biases != 0)",), frameworks=pair),
     ]
 
 
 # ------------------------------------------------------------------------------------------ 3 forward
 
 
-def _forward(ctx: Context, hidden: str, outputs: tuple[str, ...], n_rows: int) -> dict:
+def _forward(ctx: Context, keras_backend: str, hidden: str, outputs: tuple[str, ...], n_rows: int) -> dict:
     """Logits of both frameworks and the activated outputs for every output activation, one hidden."""
     import torch
 
     from ftmed_core.protocol import initial_weights
 
-    keras, port = ctx.sides.reference, ctx.sides.port
+    port = ctx.sides.port
     x, _ = sample_data(n_rows)
     weights = initial_weights(BASELINE, INPUT_DIM, N_CLASSES)
     config = replace(BASELINE, hidden_activation=hidden)
     torch_net = port.build_mlp(config, INPUT_DIM, N_CLASSES, weights)
     with torch.no_grad():
         z_torch = torch_net(torch.from_numpy(x))
-    z_keras, activated = None, {}
+    z_keras, keras_outputs = ctx.sides.keras(keras_backend).forward(config, weights, x, outputs, INPUT_DIM,
+                                                                    N_CLASSES)
+    activated = {}
     for output in outputs:
-        keras_net = keras.build_mlp(replace(config, output_activation=output), INPUT_DIM, N_CLASSES, weights)
-        if z_keras is None:
-            z_keras = np.asarray(keras.logits_model(keras_net).predict_on_batch(x))
         with torch.no_grad():
             y_torch = port.activate(z_torch, output).numpy()
-        activated[output] = max_diff([np.asarray(keras_net.predict_on_batch(x))], [y_torch])
-    if z_keras is None:
-        net = keras.build_mlp(config, INPUT_DIM, N_CLASSES, weights)
-        z_keras = np.asarray(keras.logits_model(net).predict_on_batch(x))
+        activated[output] = max_diff([keras_outputs[output]], [y_torch])
     return {"logits": max_diff([z_keras], [z_torch.numpy()]), "scale": max(1.0, float(np.abs(z_keras).max())),
             "activated": activated}
 
 
 def forward_checks(hidden_activations: Iterable[str] = HIDDEN_ACTIVATIONS,
-                   output_activations: Iterable[str] = OUTPUT_ACTIVATIONS, n_rows: int = 64) -> list[Check]:
+                   output_activations: Iterable[str] = OUTPUT_ACTIVATIONS, n_rows: int = 64,
+                   keras_backend: str = "tensorflow") -> list[Check]:
     hidden_activations, outputs = tuple(hidden_activations), tuple(output_activations)
+    pair = pair_label(keras_backend)
 
     def forward(ctx: Context, hidden: str) -> dict:
-        return ctx.memo(("forward", hidden), lambda: _forward(ctx, hidden, outputs, n_rows))
+        return ctx.memo(("forward", keras_backend, hidden),
+                        lambda: _forward(ctx, keras_backend, hidden, outputs, n_rows))
 
     def logits(ctx: Context, hidden: str) -> Measurement:
         r = forward(ctx, hidden)
@@ -197,16 +200,16 @@ def forward_checks(hidden_activations: Iterable[str] = HIDDEN_ACTIVATIONS,
 
     bounded = tuple(o for o in outputs if o in BOUNDED_OUTPUTS)
     unbounded = tuple(o for o in outputs if o not in BOUNDED_OUTPUTS)
-    checks = [Check("fwd.logits", 3, "logits", FORWARD_REL,
+    checks = [Check(check_id("fwd.logits", keras_backend), 3, "logits", FORWARD_REL,
                     "a 2352-term float32 dot product summed in another order: ~1e-6 * |z|; "
                     "the smallest real bug (leaky-ReLU slope, tanh GELU) moves logits >= 1e-4",
-                    logits, hidden_activations, "hidden")]
+                    logits, hidden_activations, "hidden", frameworks=pair)]
     if bounded:
-        checks.append(Check("fwd.prob", 3, "activated output", FORWARD_PROB,
+        checks.append(Check(check_id("fwd.prob", keras_backend), 3, "activated output", FORWARD_PROB,
                             "softmax and sigmoid contract the logits' gap (slope <= 1/2), plus output rounding",
-                            activated(FORWARD_PROB), bounded, "output"))
+                            activated(FORWARD_PROB), bounded, "output", frameworks=pair))
     if unbounded:
-        checks.append(Check("fwd.signed", 3, "activated output", FORWARD_REL,
+        checks.append(Check(check_id("fwd.signed", keras_backend), 3, "activated output", FORWARD_REL,
                             "linear is the logits and tanh has slope 1 at 0: the logits' tolerance",
-                            activated(FORWARD_REL), unbounded, "output"))
+                            activated(FORWARD_REL), unbounded, "output", frameworks=pair))
     return checks

@@ -1,6 +1,7 @@
 """The layers of the parity suite, in order, and the checks each one declares at full scope.
 
-`run_layers(layers, sides)` runs them (default sides: keras_ref vs lightning_ft); `tolerance_table()` is
+`run_layers(layers, sides)` runs them (default sides: keras_ref vs lightning_ft; a check declared for
+another Keras backend reaches it through `sides.keras(backend)`); `tolerance_table()` is
 generated from the declared checks, so the table in parity.md cannot drift from what is asserted.
 """
 
@@ -26,30 +27,24 @@ DEFAULT_LAYERS = (1, 2, 3, 4, 5, 6, 7)
 
 def layer_checks(layer: int, keras_backends: Iterable[str] = ("tensorflow",)) -> list[Check]:
     """The checks of `layer` over their full default scope (every variant, activation, optimizer, ...), for
-    each Keras backend in `keras_backends`: TensorFlow's are the rows below (in this process); another
-    backend's are `ftmed_parity.backends.backend_checks` (its Keras in a child process; ids end in @backend)."""
-    from ftmed_parity import backends, closed_loop, loss, optimizers, statistical, structure
+    each Keras backend in `keras_backends`, in that order: the same checks, each declared for its backend
+    (ids end in @backend except TensorFlow's; its Keras side is `Sides.keras(backend)`). Layer 8 runs on
+    TensorFlow only."""
+    from ftmed_parity import closed_loop, loss, optimizers, statistical, structure
 
-    keras_backends = tuple(keras_backends)
-    checks = [c for b in keras_backends if b != "tensorflow" for c in backends.backend_checks(b, layer)]
-    if "tensorflow" not in keras_backends:
-        if layer not in LAYERS:
-            raise ValueError(f"unknown parity layer {layer}; choose from {min(LAYERS)}-{max(LAYERS)}")
-        return checks
-
-    builders: dict[int, Callable[[], list[Check]]] = {
-        1: structure.architecture_checks,
-        2: structure.weights_checks,
-        3: structure.forward_checks,
-        4: loss.loss_checks,
-        5: loss.gradient_checks,
-        6: optimizers.optimizer_checks,
-        7: closed_loop.closed_loop_checks,
-        8: statistical.statistical_checks,
+    builders: dict[int, Callable[[str], list[Check]]] = {
+        1: lambda backend: structure.architecture_checks(keras_backend=backend),
+        2: lambda backend: structure.weights_checks(keras_backend=backend),
+        3: lambda backend: structure.forward_checks(keras_backend=backend),
+        4: lambda backend: loss.loss_checks(keras_backend=backend),
+        5: lambda backend: loss.gradient_checks(keras_backend=backend),
+        6: lambda backend: optimizers.optimizer_checks(keras_backend=backend),
+        7: lambda backend: closed_loop.closed_loop_checks(keras_backend=backend),
+        8: lambda backend: statistical.statistical_checks() if backend == "tensorflow" else [],
     }
     if layer not in builders:
         raise ValueError(f"unknown parity layer {layer}; choose from {min(LAYERS)}-{max(LAYERS)}")
-    return builders[layer]() + checks
+    return [check for backend in keras_backends for check in builders[layer](backend)]
 
 
 def run_layers(layers: Iterable[int] = DEFAULT_LAYERS, sides=None, workdir=None,

@@ -2,11 +2,12 @@
 each backend computes (the sigmoid-output difference, measured and pinned), framework labels, and
 `ftmed compare` with one column per backend.
 
-The per-backend parity rows are the parity package's (`ftmed_parity.backends.backend_checks`, the rows
-`ftmed parity --keras-backends` prints): Keras's numbers come from `keras_ref.backend_probe` in a child
-process per backend (Keras fixes its backend at import), Lightning's are computed here with the loss mode
-that matches the backend (`ftmed_core.frameworks.matching_lightning_loss`); tolerances and their reasons
-are declared on the checks. A backend whose library is not installed is skipped with the reason.
+The per-backend parity rows are the parity suite's own checks declared for each backend
+(`ftmed_parity.suite.layer_checks(layer, (backend,))`, the rows `ftmed parity --keras-backends` prints):
+Keras's numbers come from `ftmed_parity.keras_side` in a child process per backend (Keras fixes its backend
+at import; TensorFlow's too, so this process stays TensorFlow-free), Lightning's are computed here with the
+loss mode that matches the backend (`ftmed_core.frameworks.matching_lightning_loss`); tolerances and their
+reasons are declared on the checks. A backend whose library is not installed is skipped with the reason.
 """
 
 from __future__ import annotations
@@ -148,10 +149,11 @@ def test_parity_layers_1_to_7_match_lightning_in_the_matching_loss_mode(backend,
     (loss.pin), and its gap to TensorFlow's formula -- at the loss and at the first training step -- is
     > 1e-3 on JAX and torch and rounding on TensorFlow."""
     from ftmed_parity import run_checks
-    from ftmed_parity.backends import backend_checks
     from ftmed_parity.sides import port_sides
+    from ftmed_parity.suite import layer_checks
 
-    rows = run_checks([c for layer in range(1, 8) for c in backend_checks(backend, layer)], port_sides(), tmp_path)
+    # port_sides(): no Keras in this process; `Sides.keras(backend)` runs each backend (TF too) in a child.
+    rows = run_checks([c for layer in range(1, 8) for c in layer_checks(layer, (backend,))], port_sides(), tmp_path)
     bad = [f"{r.verdict} {r.check_id} [{r.subject}] {r.value:.3g} vs {r.tolerance}: {r.note}"
            for r in rows if r.failed or r.verdict == "ERROR"]
     assert not bad, "\n".join(bad)

@@ -1,9 +1,10 @@
-"""`ftmed parity --keras-backends`: Keras on JAX / torch against Lightning (layers 1-7, ids `check@backend`), the
-loss formula each backend computes stated per (output, loss) of the registry's variants, the sigmoid-output
-difference to TensorFlow shown as a measured, informational row; a backend that is not installed is one line.
+"""`ftmed parity --keras-backends`: the suite's checks against Keras on JAX / torch (layers 1-7, ids
+`check@backend`), the loss formula each backend computes stated per (output, loss) of the registry's
+variants, the sigmoid-output difference to TensorFlow shown as a measured, informational row; a backend that
+is not installed is one line.
 
-Each backend's Keras runs in a child process (ftmed_parity.probe); layer 4 only here, to stay fast
-(tests/test_keras_backends.py runs layers 1-7 on every installed backend).
+Each backend's Keras runs in a child process (`Sides.keras`, ftmed_parity.probe); layer 4 only here, to
+stay fast (tests/test_keras_backends.py runs layers 1-7 on every installed backend).
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ import textwrap
 import pytest
 from typer.testing import CliRunner
 
-from ftmed_parity.probe import backend_available
 from ftmed_parity import Result
-from ftmed_parity.backends import WIDER_OPTIMIZERS, backend_checks
+from ftmed_parity.optimizers import WIDER_OPTIMIZERS
+from ftmed_parity.probe import backend_available
 from ftmed_parity.suite import layer_checks
 
 needs_jax = pytest.mark.skipif(not backend_available("jax"), reason="jax is not installed")
@@ -62,11 +63,12 @@ def test_cli_layer_4_on_jax_passes_states_the_formulas_and_imports_no_tensorflow
 def test_a_jax_loss_row_fails_when_the_port_scales_its_loss():
     """The backend rows can fail: Lightning's loss 0.01 % larger is caught by loss.keras@jax / loss.prob@jax."""
     from ftmed_parity import run_checks
+    from ftmed_parity.loss import loss_checks
     from ftmed_parity.sides import port_sides
     from lightning_ft import losses
 
     scaled = port_sides().with_port(keras_loss=lambda *args: losses.keras_loss(*args) * 1.0001)
-    rows = run_checks(backend_checks("jax", 4), scaled)
+    rows = run_checks(loss_checks(keras_backend="jax"), scaled)
     failed = {(r.check_id, r.subject) for r in rows if r.failed}
     assert ("loss.keras@jax", "output=softmax") in failed and ("loss.prob@jax", "output=sigmoid") in failed
     assert not any(r.check_id.startswith(("loss.pin", "loss.formula")) for r in rows if r.failed)
@@ -107,10 +109,10 @@ def test_tensorflow_only_options_without_tensorflow_are_one_line(tmp_path, optio
     assert result.exit_code == 2 and len(lines) == 1 and message in lines[0], result.output
 
 
-def test_backend_rows_are_declared_per_layer_with_the_tf_tolerances_and_the_torch_exception():
+def test_backend_rows_are_the_suite_checks_with_the_tf_tolerances_and_the_torch_exception():
     tf_ids = {c.id: c.tolerance for layer in range(1, 8) for c in layer_checks(layer)}
     for backend in ("jax", "torch"):
-        checks = [c for layer in range(1, 9) for c in backend_checks(backend, layer)]
+        checks = [c for layer in range(1, 9) for c in layer_checks(layer, (backend,))]
         assert {c.layer for c in checks} == set(range(1, 8))  # no layer 8: it runs on TensorFlow only
         assert all(c.id.endswith(f"@{backend}") and c.frameworks.startswith(f"keras[{backend}] vs ") for c in checks)
         for c in checks:
@@ -133,6 +135,24 @@ def test_backend_rows_are_declared_per_layer_with_the_tf_tolerances_and_the_torc
 def test_table_with_the_longest_backend_ids_reads_in_80_columns():
     from cli.parity import text_table
 
-    ids = [c.id for b in ("jax", "torch") for layer in range(1, 8) for c in backend_checks(b, layer)]
+    ids = [c.id for layer in range(1, 8) for c in layer_checks(layer, ("jax", "torch"))]
     rows = [Result(i, 7, "x", "sgd(momentum=0.9, nesterov) and more", 1.5e-7, 2e-6, "pass", "", True, "") for i in ids]
     assert max(len(line) for line in text_table(rows).splitlines()) <= 80
+
+
+@needs_jax
+def test_the_child_process_reports_an_error_in_one_line_and_serves_on():
+    """A Keras side on another backend is keras_side's functions in one child process: an exception there
+    comes back as ProbeError naming it, and the same process answers the next call."""
+    from ftmed_core.variants import BASELINE
+    from ftmed_parity.probe import ProbeError, keras_process
+    from ftmed_parity.sides import port_sides
+
+    process = keras_process("jax")
+    with pytest.raises(ProbeError, match="unknown keras_side function 'build_mlp'"):
+        process.call("build_mlp", BASELINE)
+    with pytest.raises(ProbeError, match=r"on jax: .*Error"):
+        process.call("architecture", BASELINE, 2352)  # n_classes missing
+    count, shapes = port_sides().keras("jax").architecture(BASELINE, 2352, 9)
+    assert count == sum(int(__import__("numpy").prod(s)) for s in shapes) and shapes[0] == (2352, BASELINE.hidden_units[0])
+    assert keras_process("jax") is process
