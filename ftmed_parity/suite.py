@@ -20,15 +20,16 @@ LAYERS = {
     6: "optimizers (open loop)",
     7: "training (closed loop)",
     8: "outcomes (statistical)",
+    9: "export (ONNX)",
 }
-DEFAULT_LAYERS = (1, 2, 3, 4, 5, 6, 7)
+DEFAULT_LAYERS = (1, 2, 3, 4, 5, 6, 7, 9)  # 8 (statistical, ~1 min) on request
 
 
 def layer_checks(layer: int, keras_backends: Iterable[str] = ("tensorflow",)) -> list[Check]:
     """The checks of `layer` over their full default scope (every variant, activation, optimizer, ...), for
     each Keras backend in `keras_backends`: TensorFlow's are the rows below (in this process); another
     backend's are `ftmed_parity.backends.backend_checks` (its Keras in a child process; ids end in @backend)."""
-    from ftmed_parity import backends, closed_loop, loss, optimizers, statistical, structure
+    from ftmed_parity import backends, closed_loop, export, loss, optimizers, statistical, structure
 
     keras_backends = tuple(keras_backends)
     checks = [c for b in keras_backends if b != "tensorflow" for c in backends.backend_checks(b, layer)]
@@ -46,6 +47,7 @@ def layer_checks(layer: int, keras_backends: Iterable[str] = ("tensorflow",)) ->
         6: optimizers.optimizer_checks,
         7: closed_loop.closed_loop_checks,
         8: statistical.statistical_checks,
+        9: export.export_checks,
     }
     if layer not in builders:
         raise ValueError(f"unknown parity layer {layer}; choose from {min(LAYERS)}-{max(LAYERS)}")
