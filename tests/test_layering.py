@@ -37,7 +37,7 @@ ALLOWED: dict[str, set[str]] = {
 # Presentation code still in the core, with what it needs on top of the core's list. These modules
 # belong above the core (beside the API); the exemption goes when they move.
 CORE_PRESENTATION_EXEMPT = {
-    "ftmed_core/report.py": {"matplotlib", "rich", "pandas"},
+    "ftmed_core/report.py": {"matplotlib", "rich", "pandas", "ftmed"},  # ftmed: the ONNX export columns
     "ftmed_core/plots.py": {"matplotlib", "rich", "pandas"},
 }
 
