@@ -83,7 +83,16 @@ def _finished_record(run_dir: Path) -> RunRecord:
                        f"{': ' + record.error.splitlines()[0] if record.error else ''}; only finished runs export")
     if not weights_file(run_dir, record.framework).is_file():
         raise RunError(f"run {run_dir.name} has no weights ({weights_file(run_dir, record.framework)} is missing)")
+    if is_keras(record.framework) and keras_backend(record.framework) == "jax" and not _installed("jax2onnx"):
+        raise RunError(f"run {run_dir.name} is {canonical(record.framework)}: Keras exports JAX models through "
+                       f"jax2onnx, which is not installed (pip install jax2onnx)")
     return record
+
+
+def _installed(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
 
 
 def _destination(run_dir: Path, out: Path | None) -> tuple[Path, Path]:
