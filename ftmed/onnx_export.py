@@ -238,6 +238,9 @@ def export(run_dirs, format: str = "onnx", out: str | os.PathLike | None = None,
         [PosixPath('deploy/lightning-b4b93e647214-76a71640-s0.onnx')]
     """
     check_format(format)
+    missing = [module for module in ("onnx", "onnxruntime") if not _installed(module)]
+    if missing:
+        raise ConfigError(f"ftmed export needs {' and '.join(missing)}: pip install 'ftmed[export]'")
     run_dirs = [Path(run_dirs)] if isinstance(run_dirs, (str, os.PathLike)) else [Path(p) for p in run_dirs]
     if not run_dirs:
         raise ConfigError("no run directories given")

@@ -65,6 +65,7 @@ def _exporter(framework: str):
 
 def _train_and_export(ctx: Context) -> dict:
     """Train both runs, export each twice, run every graph on the test split."""
+    from ftmed_core.data import preprocess_images
     from ftmed_core.synth import write_synthetic
 
     folder = Path(ctx.workdir) / "export"
@@ -86,7 +87,7 @@ def _train_and_export(ctx: Context) -> dict:
             path = folder / f"{framework}{suffix.strip()}.onnx"
             _exporter(framework)(run_dir, path, config.output_activation, INPUT_DIM, shape)
             session = _session(path)
-            x = raw if shape else raw.reshape(len(raw), -1).astype(np.float32) / np.float32(255.0)
+            x = raw if shape else preprocess_images(raw)
             logits, probabilities = session.run(None, {session.get_inputs()[0].name: x})
             out[f"{framework}{suffix}"] = {"logits": logits, "probabilities": probabilities, "own": own}
     return out

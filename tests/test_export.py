@@ -196,3 +196,27 @@ def test_compare_export_onnx_exports_the_grid_and_fails_per_run(tiny_synth_dir, 
 
     bad = CliRunner().invoke(app, [*args[:-1], "tflite"])
     assert bad.exit_code != 0 and "unknown export format 'tflite'" in bad.output
+
+
+def test_the_inference_table_shows_every_path_against_the_baseline():
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        import inference
+        import tables
+    finally:
+        sys.path.pop(0)
+    text = tables.inference_table()
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "images/s" not in line]
+    assert [row.split(" | ")[0][2:] for row in rows] == list(inference.PATHS)
+    baseline = next(row for row in rows if row.startswith(f"| {inference.BASELINE} |"))
+    assert baseline.count("(1×)") == len(inference.BATCHES)
+
+
+def test_a_missing_exporter_package_is_one_line(trained, monkeypatch):
+    from ftmed import onnx_export
+
+    _, runs, _ = trained
+    monkeypatch.setattr(onnx_export, "_installed", lambda module: module != "onnxruntime")
+    _fails([runs["lightning"]], "ftmed export needs onnxruntime: pip install 'ftmed[export]'")
