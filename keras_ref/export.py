@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import warnings
 
 import numpy as np
 from pathlib import Path
@@ -39,5 +40,6 @@ def export_onnx(run_dir: Path, path: Path, output_activation: str, input_dim: in
     logits, probabilities = x, model.layers[-1](x)
     exported = keras.Model(inputs, [logits, probabilities], name="exported")
     exported(np.zeros((1, *(image_shape or (input_dim,))), dtype="uint8" if image_shape else "float32"))  # Keras exports only built-and-called models
-    with contextlib.redirect_stdout(io.StringIO()):  # the exporters print progress lines
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():  # the exporters print progress lines
+        warnings.simplefilter("ignore", FutureWarning)  # tf2onnx probes np.object on import
         exported.export(str(path), format="onnx", verbose=False)
