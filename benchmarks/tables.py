@@ -88,6 +88,26 @@ def gpu_check_table() -> str:
     return "\n".join(lines)
 
 
+INFERENCE = ROOT / "benchmarks" / "inference_latest.json"
+
+
+def inference_table() -> str:
+    """images/s of one exported run per serving path and batch size, with the ratio to the baseline path
+    measured in the same run (benchmarks/inference.py)."""
+    bench = _load(INFERENCE)
+    batches = [str(b) for b in bench["batches"]]
+    lines = [f"`python benchmarks/inference.py` on {bench['processor']} ({bench['device']}, {bench['threads']} "
+             f"thread(s) per process, one process per path; images/s = median of {bench['rounds']} rounds of at "
+             f"least {bench['seconds_per_round']:g} s; ratio to `{bench['baseline']}` of the same run). Model: "
+             f"{bench['model']}.", "",
+             "| path | " + " | ".join(f"batch {b}: images/s (× {bench['baseline']})" for b in batches)
+             + " | versions |", "|---|" + "---|" * (len(batches) + 1)]
+    for path, figures in bench["paths"].items():
+        cells = [f"{figures['images_per_s'][b]:,.0f} ({figures['ratio'][b]:.3g}×)" for b in batches]
+        lines.append(f"| {path} | " + " | ".join(cells) + f" | {figures['version']} |")
+    return "\n".join(lines)
+
+
 SAMPLE = ROOT / "docs" / "sample" / "comparison.md"
 SAMPLE_COLUMNS = ("variant", "study acc %", "lightning acc %", "keras acc %", "lightning s/epoch", "keras s/epoch",
                   "Δacc L−K [95% CI]", "equivalence", "vs baseline (seed mean)")
@@ -108,7 +128,8 @@ def sample_table() -> str:
     return "\n".join(out)
 
 
-RENDERERS = {"gpu-speed": gpu_speed_table, "gpu-check": gpu_check_table, "sample-table": sample_table}
+RENDERERS = {"gpu-speed": gpu_speed_table, "gpu-check": gpu_check_table, "sample-table": sample_table,
+             "inference": inference_table}
 TARGETS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 BLOCK = re.compile(r"(<!-- generated:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /generated:(?P=name) -->)", re.S)
 

@@ -45,6 +45,7 @@ def compare(
     mlflow_uri: MlflowUriOpt = None,
     executor: Annotated[ExecutorName, typer.Option("--executor", help="local: worker processes on this machine; ray: one Ray task per run on a Ray cluster (pip install 'ftmed[ray]'; docs/cluster.md).")] = "local",
     address: Annotated[Optional[str], typer.Option("--address", help="Ray cluster address (host:port, auto, ray://host:port); default: $RAY_ADDRESS, a cluster started here, else a new local one.")] = None,
+    export: Annotated[Optional[str], typer.Option("--export", help="After the grid, export every finished run: onnx (-> <run dir>/model.onnx; ftmed export).")] = None,
 ) -> None:
     """Run variants x frameworks x seeds (resumable) and write the cross-framework comparison."""
     import ftmed
@@ -56,7 +57,7 @@ def compare(
             threads=threads, accelerator=value(accelerator), devices=devices, precision=value(precision),
             steps_per_execution=steps_per_execution, cuda_graphs=cuda_graphs, margin=margin, shuffle=value(shuffle),
             tensorboard=tensorboard, mlflow=mlflow_target(mlflow, mlflow_uri), executor=value(executor),
-            address=address, dataset=dataset, size=size, atlas=atlas,
+            address=address, dataset=dataset, size=size, atlas=atlas, export=export,
         )
         bad = False
         for (name, image_size), comparison in grid.items():
@@ -65,7 +66,7 @@ def compare(
         typer.echo(f"wrote {len(grid)} data files' runs and tables into {runs_dir} (ftmed report {runs_dir})")
         if atlas:
             typer.echo(f"wrote the atlas: {runs_dir / 'atlas.md'}, atlas.csv, atlas.png")
-        if bad:
+        if _exports_failed(grid) or bad:
             raise typer.Exit(1)
         return
     comparison = ftmed.compare(
@@ -74,7 +75,7 @@ def compare(
         accelerator=value(accelerator), devices=devices, precision=value(precision),
         steps_per_execution=steps_per_execution, cuda_graphs=cuda_graphs, margin=margin, shuffle=value(shuffle),
         tensorboard=tensorboard, mlflow=mlflow_target(mlflow, mlflow_uri), executor=value(executor),
-        address=address,
+        address=address, export=export,
     )
     outputs, records = comparison.outputs, comparison.records
     print_table(outputs["rows"], records, margin)
@@ -83,8 +84,17 @@ def compare(
                f"{len(outputs['predictions'])} medmnist prediction files in {runs_dir / 'predictions'}")
     if comparison.failed:
         typer.echo(f"{len(comparison.failed)} run(s) failed; see the table's 'Failed runs' list", err=True)
-    if comparison.failed or outputs["damaged"] or comparison.missing:
+    if _exports_failed(comparison) or comparison.failed or outputs["damaged"] or comparison.missing:
         raise typer.Exit(1)
+
+
+def _exports_failed(result) -> bool:
+    """Print one line per failed export (--export); whether there was any."""
+    from ftmed.onnx_export import export_failures
+
+    for line in export_failures(result):
+        typer.echo(line, err=True)
+    return bool(export_failures(result))
 
 
 def print_table(rows, records, margin: float = 1.0, heading: str | None = None) -> None:

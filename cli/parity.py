@@ -21,7 +21,7 @@ WIDTH = 79
 
 
 def parse_layers(text: str | None, statistical: bool) -> tuple[int, ...]:
-    """'1,2,5' (or '1-3') -> (1, 2, 5); None -> 1-7, plus 8 with --statistical."""
+    """'1,2,5' (or '1-3') -> (1, 2, 5); None -> 1-7 and 9, plus 8 with --statistical."""
     from ftmed_parity import DEFAULT_LAYERS, LAYERS
 
     if text is None:
@@ -129,7 +129,7 @@ def progress(layer: int, rows, seconds: float) -> None:
 
 
 def parity(
-    layers: Annotated[Optional[str], typer.Option("--layers", help="Layers to run, e.g. 1,2,5 or 1-7 (default: 1-7).")] = None,
+    layers: Annotated[Optional[str], typer.Option("--layers", help="Layers to run, e.g. 1,2,5 or 1-7 (default: 1-7 and 9, the ONNX export).")] = None,
     statistical: Annotated[bool, typer.Option("--statistical", help="Also run layer 8: outcomes over seeds (17 short training runs).")] = False,
     out: Annotated[Path, typer.Option("--out", help="Folder for parity.md and parity.json.")] = Path("runs/parity"),
     variants_file: Annotated[Optional[Path], typer.Option("--variants-file", help="Also check your own variants (layers 1 and 7).")] = None,

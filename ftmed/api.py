@@ -289,6 +289,7 @@ def compare(
     datasets: str | Iterable[str] | None = None,
     sizes: str | Iterable[int] | None = None,
     atlas: bool = False,
+    export: str | None = None,
 ) -> Comparison:
     """Run variants × frameworks × seeds, each run in its own process (resumable: finished runs are kept
     and not retrained), write the report into `runs_dir`, and return the `Comparison`.
@@ -318,6 +319,9 @@ def compare(
             {(dataset, size): Comparison} is returned. Every file must be present: one DataError lists
             all missing ones (URL, MD5, target path) before anything trains. `atlas`: also write
             atlas.md/.csv/.png (data files x variants, `ftmed.atlas.write_atlas`) into `runs_dir`.
+        export: "onnx" exports every finished run of the grid to `<run_dir>/model.onnx` before the report
+            is written (`ftmed.onnx_export.export_finished`; with datasets/sizes after each file's report:
+            `ftmed report` adds the columns); `comparison.exports` = {"written": [...], "failed": [lines]}.
 
     Failed runs are recorded and reported, not raised: check `comparison.failed`. Several studies may
     share `runs_dir`: a run another process is training is waited for, not trained twice.
@@ -327,17 +331,22 @@ def compare(
         >>> comparison.table
         >>> comparison.figures()["accuracy_bars"]
     """
+    from ftmed.onnx_export import attach_exports, check_format, export_finished
+
+    if export is not None:
+        check_format(export)  # before anything trains
     if datasets is not None or sizes is not None:
         from ftmed.atlas import compare_grid
 
         if dataset is not None or size is not None:
             raise ConfigError("give either dataset/size or datasets/sizes, not both")
-        return compare_grid(
+        return attach_exports(compare_grid(
             datasets or "pathmnist", sizes or 28, data_dir=data_dir, variants=variants,
             frameworks=frameworks, seeds=seeds, epochs=epochs, runs_dir=runs_dir, variants_file=variants_file,
             jobs=jobs, threads=threads, accelerator=accelerator, devices=devices, precision=precision,
             steps_per_execution=steps_per_execution, cuda_graphs=cuda_graphs, margin=margin, shuffle=shuffle,
-            tensorboard=tensorboard, mlflow=mlflow, executor=executor, address=address, quiet=quiet, atlas=atlas)
+            tensorboard=tensorboard, mlflow=mlflow, executor=executor, address=address, quiet=quiet, atlas=atlas),
+            runs_dir, export)
     from ftmed.grid import check_distinct_seeds, default_jobs, plan, read_planned, run_study
     from ftmed.console import progress_bar
     from ftmed.executors import make_executor
@@ -401,6 +410,7 @@ def compare(
         run_study(planned, runtime, source, runs_dir, pool, source["label"], per_job, path)
 
     records = read_planned(planned, runs_dir)
+    exports = export_finished(runs_dir, [r.run_key for r in records if r.finished], export) if export else None
     outputs = render(runs_dir, records, margin)  # one process at a time writes a folder's report (a lock)
     for exc in outputs["damaged"]:
         say(f"left out of the report: {exc}")
@@ -408,6 +418,7 @@ def compare(
     comparison.outputs = outputs
     comparison.missing = len(planned) - len(records)
     comparison.__dict__["rows"] = outputs["rows"]
+    comparison.exports = exports
     return comparison
 
 

@@ -744,6 +744,11 @@ def render(runs_dir: str | Path, records: list[RunRecord] | None = None, margin:
             if not single:
                 plot_dir = plot_dir / f"data-{str(group['records'][0].data.get('md5'))[:8]}"
             group["plots"] = _plot_group(runs_dir, group["records"], group["rows"], baseline, plot_dir)
+        from ftmed.onnx_export import export_section  # ONNX Runtime columns: only where a run was exported
+
+        section = "".join(export_section(g["rows"], g["records"], runs_dir) for g in rendered)
+        if section:
+            atomic_write_text(paths["markdown"], paths["markdown"].read_text(encoding="utf-8") + section)
         paths["predictions"] = (write_predictions(records, runs_dir, out_dir / "predictions")
                                 if predictions else [])
     paths["plots"] = [p for group in rendered for p in group["plots"]]

@@ -21,16 +21,17 @@ LAYERS = {
     6: "optimizers (open loop)",
     7: "training (closed loop)",
     8: "outcomes (statistical)",
+    9: "export (ONNX)",
 }
-DEFAULT_LAYERS = (1, 2, 3, 4, 5, 6, 7)
+DEFAULT_LAYERS = (1, 2, 3, 4, 5, 6, 7, 9)  # 8 (statistical, ~1 min) on request
 
 
 def layer_checks(layer: int, keras_backends: Iterable[str] = ("tensorflow",)) -> list[Check]:
     """The checks of `layer` over their full default scope (every variant, activation, optimizer, ...), for
     each Keras backend in `keras_backends`, in that order: the same checks, each declared for its backend
-    (ids end in @backend except TensorFlow's; its Keras side is `Sides.keras(backend)`). Layer 8 runs on
-    TensorFlow only."""
-    from ftmed_parity import closed_loop, loss, optimizers, statistical, structure
+    (ids end in @backend except TensorFlow's; its Keras side is `Sides.keras(backend)`). Layers 8 and 9 run
+    on TensorFlow only."""
+    from ftmed_parity import closed_loop, export, loss, optimizers, statistical, structure
 
     builders: dict[int, Callable[[str], list[Check]]] = {
         1: lambda backend: structure.architecture_checks(keras_backend=backend),
@@ -41,6 +42,7 @@ def layer_checks(layer: int, keras_backends: Iterable[str] = ("tensorflow",)) ->
         6: lambda backend: optimizers.optimizer_checks(keras_backend=backend),
         7: lambda backend: closed_loop.closed_loop_checks(keras_backend=backend),
         8: lambda backend: statistical.statistical_checks() if backend == "tensorflow" else [],
+        9: lambda backend: export.export_checks() if backend == "tensorflow" else [],
     }
     if layer not in builders:
         raise ValueError(f"unknown parity layer {layer}; choose from {min(LAYERS)}-{max(LAYERS)}")

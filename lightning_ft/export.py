@@ -19,6 +19,12 @@ OUTPUT_ACTIVATIONS = {"softmax": lambda z: torch.softmax(z, dim=1), "sigmoid": t
                       "tanh": torch.tanh, "linear": lambda z: z}
 
 
+def preprocess(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images (batch, H, W[, C]) -> float32 pixels / 255, flattened: bitwise
+    `ftmed_core.data.preprocess_images`, as graph operations."""
+    return torch.flatten(images.to(torch.float32) / 255.0, 1)  # a Python float: a float32 constant in the graph
+
+
 class _Exported(nn.Module):
     def __init__(self, model: nn.Module, output_activation: str, preprocess: bool):
         super().__init__()
@@ -26,7 +32,7 @@ class _Exported(nn.Module):
 
     def forward(self, x):
         if self.preprocess:
-            x = torch.flatten(x.to(torch.float32) / torch.tensor(255.0, dtype=torch.float32), 1)
+            x = preprocess(x)
         logits = self.model(x)
         return logits, self.activation(logits)
 

@@ -84,7 +84,8 @@ def test_several_runs_into_one_folder_by_cli(trained):
     root, runs, _ = trained
     result = CliRunner().invoke(app, ["export", *map(str, runs.values()), "--out", str(root / "many")])
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in (root / "many").iterdir()) == sorted(f"{r.name}.onnx" for r in runs.values())
+    assert sorted(p.name for p in (root / "many").iterdir()) == sorted(
+        f"{r.name}{suffix}" for r in runs.values() for suffix in (".json", ".onnx"))  # the file and its check
 
 
 def test_image_shape_grayscale_and_colour():
@@ -125,3 +126,97 @@ def test_bad_input_is_one_line_and_writes_nothing(trained, tmp_path):
     assert not (tmp_path / "mixed").exists() or not any((tmp_path / "mixed").iterdir())
     for run_dir in (no_weights, failed):
         assert not (run_dir / "model.onnx").exists()
+
+
+def test_export_writes_its_check_beside_the_run_and_the_report_shows_it(trained, tmp_path):
+    root, runs, _ = trained
+    runs_dir = tmp_path / "runs"
+    for run_dir in runs.values():
+        shutil.copytree(run_dir, runs_dir / run_dir.name)
+    before = ftmed.report(runs_dir, out_dir=tmp_path / "before", predictions=False)
+    assert "ONNX" not in before["markdown"].read_text()  # no export: the report is what it always was
+    [path] = ftmed.export(runs_dir / runs["keras"].name)
+    check = json.loads((path.parent / "export.json").read_text())
+    record = json.loads((path.parent / "record.json").read_text())
+    assert check["file"] == "model.onnx" and check["with_preprocessing"] is False
+    assert check["onnxruntime_test_accuracy"] == record["test"]["accuracy"]
+    assert 0 <= check["max_abs_logit_diff"] <= check["logit_tolerance"]
+    text = ftmed.report(runs_dir, out_dir=tmp_path / "after", predictions=False)["markdown"].read_text()
+    section = text.split("## ONNX exports", 1)[1]
+    header, _, row = [line for line in section.splitlines() if line.startswith("|")]
+    assert "keras ONNX acc %" in header and "lightning ONNX max /Δlogits/" in header
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[0] == "baseline" and cells[1:3] == ["", ""]  # lightning: not exported
+    assert cells[3] == f"{100 * record['test']['accuracy']:.2f}" and float(cells[4]) == float(f"{check['max_abs_logit_diff']:.1e}")
+
+
+def test_an_export_that_computes_something_else_is_refused_and_writes_nothing(trained, tmp_path):
+    _, runs, _ = trained
+    run_dir = tmp_path / "tampered"
+    shutil.copytree(runs["lightning"], run_dir)
+    logits = np.load(run_dir / "test_logits.npy")
+    np.save(run_dir / "test_logits.npy", logits + np.float32(0.01))  # not what the weights compute
+    with pytest.raises(ftmed.RunError, match="differ from the run's test logits"):
+        ftmed.export(run_dir)
+    assert not (run_dir / "model.onnx").exists() and not (run_dir / "export.json").exists()
+
+
+def test_export_finished_names_each_failed_run_and_exports_the_rest(trained, tmp_path):
+    from ftmed.onnx_export import export_failures, export_finished
+
+    _, runs, _ = trained
+    runs_dir = tmp_path / "runs"
+    for run_dir in runs.values():
+        shutil.copytree(run_dir, runs_dir / run_dir.name)
+    (runs_dir / runs["keras"].name / "model.keras").unlink()
+    result = export_finished(runs_dir)
+    assert result["written"] == [runs_dir / runs["lightning"].name / "model.onnx"]
+    assert len(result["failed"]) == 1 and result["failed"][0].startswith(f"{runs['keras'].name}: ")
+    assert "has no weights" in result["failed"][0]
+
+    class Done:
+        exports = result
+    assert export_failures(Done()) == [f"export failed: {result['failed'][0]}"]
+
+
+def test_compare_export_onnx_exports_the_grid_and_fails_per_run(tiny_synth_dir, tmp_path):
+    args = ["compare", "--variants", "baseline", "--seeds", "0", "--epochs", "1", "--data-dir", str(tiny_synth_dir),
+            "--runs-dir", str(tmp_path / "runs"), "--jobs", "1", "--export", "onnx"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    run_dirs = [p.parent for p in (tmp_path / "runs").glob("*/record.json")]
+    assert len(run_dirs) == 2 and all((p / "model.onnx").is_file() and (p / "export.json").is_file() for p in run_dirs)
+    assert "## ONNX exports" in (tmp_path / "runs" / "comparison.md").read_text()
+
+    keras_run = next(p for p in run_dirs if p.name.startswith("keras"))
+    (keras_run / "model.keras").unlink()  # the finished run is kept (resumable), its export now fails
+    result = CliRunner().invoke(app, args)
+    failures = [line for line in result.output.splitlines() if line.startswith("export failed:")]
+    assert result.exit_code == 1 and len(failures) == 1 and keras_run.name in failures[0], result.output
+
+    bad = CliRunner().invoke(app, [*args[:-1], "tflite"])
+    assert bad.exit_code != 0 and "unknown export format 'tflite'" in bad.output
+
+
+def test_the_inference_table_shows_every_path_against_the_baseline():
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        import inference
+        import tables
+    finally:
+        sys.path.pop(0)
+    text = tables.inference_table()
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "images/s" not in line]
+    assert [row.split(" | ")[0][2:] for row in rows] == list(inference.PATHS)
+    baseline = next(row for row in rows if row.startswith(f"| {inference.BASELINE} |"))
+    assert baseline.count("(1×)") == len(inference.BATCHES)
+
+
+def test_a_missing_exporter_package_is_one_line(trained, monkeypatch):
+    from ftmed import onnx_export
+
+    _, runs, _ = trained
+    monkeypatch.setattr(onnx_export, "_installed", lambda module: module != "onnxruntime")
+    _fails([runs["lightning"]], "ftmed export needs onnxruntime: pip install 'ftmed[export]'")

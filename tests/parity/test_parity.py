@@ -361,7 +361,7 @@ def test_the_api_returns_the_results_and_writes_the_reports(tmp_path):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"layers": (9,)}, "unknown parity layer 9"),
+    ({"layers": (10,)}, "unknown parity layer 10"),
     ({"layers": (8,), "keras_backends": ("jax",)}, "layer 8 (--statistical) runs on the TensorFlow backend only"),
 ])
 def test_the_api_refuses_what_cannot_run(kwargs, message):
@@ -387,6 +387,6 @@ def test_cli_parity_exits_1_on_a_failed_check_and_still_writes_reports(tmp_path,
 def test_cli_parity_rejects_an_unknown_layer(tmp_path):
     from cli.main import app
 
-    result = CliRunner().invoke(app, ["parity", "--layers", "9", "--out", str(tmp_path)])
-    assert result.exit_code == 2 and "unknown parity layer 9" in result.output
+    result = CliRunner().invoke(app, ["parity", "--layers", "10", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "unknown parity layer 10" in result.output
     assert not (tmp_path / "parity.json").exists()
