@@ -21,11 +21,22 @@ WIDTH = 79
 
 
 def parse_layers(text: str | None, statistical: bool) -> tuple[int, ...]:
-    """'1,2,5' (or '1-3') -> (1, 2, 5); None -> 1-7 and 9, plus 8 with --statistical."""
-    from ftmed_parity import DEFAULT_LAYERS, LAYERS
+    """'1,2,5' (or '1-3') -> (1, 2, 5); None -> 1-7 and 9, plus 8 with --statistical.
 
+    Layer 9 needs the `export` extra: without it the default leaves the layer out and says so on stderr,
+    and asking for it by number is a ConfigError naming what to install.
+    """
+    from ftmed_parity import DEFAULT_LAYERS, LAYERS
+    from ftmed_parity.export import missing_packages
+
+    missing = missing_packages()
     if text is None:
-        return DEFAULT_LAYERS + ((8,) if statistical else ())
+        chosen = DEFAULT_LAYERS + ((8,) if statistical else ())
+        if missing and 9 in chosen:
+            typer.echo(f"layer 9 (export) left out: {', '.join(missing)} not installed (pip install 'ftmed[export]')",
+                       err=True)
+            chosen = tuple(layer for layer in chosen if layer != 9)
+        return tuple(sorted(chosen))
     chosen: list[int] = []
     for part in (p.strip() for p in text.split(",")):
         if not part:
@@ -47,6 +58,8 @@ def parse_layers(text: str | None, statistical: bool) -> tuple[int, ...]:
         chosen.append(8)
     if not chosen:
         raise ConfigError("--layers selected no layer; e.g. --layers 1,2,3")
+    if 9 in chosen and missing:
+        raise ConfigError(f"layer 9 (export) needs {', '.join(missing)}: pip install 'ftmed[export]'")
     return tuple(sorted(chosen))
 
 

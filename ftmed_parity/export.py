@@ -36,6 +36,16 @@ from ftmed_core.variants import BASELINE
 from ftmed_parity.checks import Check, Context, Measurement, Tolerance
 from ftmed_parity.sides import INPUT_DIM
 
+PACKAGES = ("onnx", "onnxruntime", "tf2onnx")  # the `export` extra, as far as this layer needs it
+
+
+def missing_packages() -> list[str]:
+    """The packages this layer needs that are not installed here (empty when it can run)."""
+    from importlib.util import find_spec
+
+    return [name for name in PACKAGES if find_spec(name) is None]
+
+
 SCALE = 0.02
 SEED = 0
 FRAMEWORKS = ("lightning", "keras")

@@ -84,3 +84,19 @@ def test_softmax_applied_twice_fails(monkeypatch):
     assert {("export.probs", "graph=lightning"), ("export.probs", "graph=lightning uint8")} == failed
     assert results[("export.accuracy", "graph=lightning")].value == 0  # only the probabilities check sees it
     assert np.isfinite(results[("export.probs", "graph=lightning")].value)
+
+
+def test_without_the_export_extra_the_default_leaves_layer_9_out_and_asking_for_it_is_one_line(monkeypatch, capsys):
+    from cli.parity import parse_layers
+    from ftmed_core.errors import ConfigError
+    from ftmed_parity import export
+
+    monkeypatch.setattr(export, "missing_packages", lambda: ["onnxruntime"])
+    assert parse_layers(None, statistical=False) == (1, 2, 3, 4, 5, 6, 7)
+    assert "layer 9 (export) left out: onnxruntime not installed" in capsys.readouterr().err
+    assert parse_layers(None, statistical=True) == (1, 2, 3, 4, 5, 6, 7, 8)
+    with pytest.raises(ConfigError, match=r"layer 9 \(export\) needs onnxruntime: pip install 'ftmed\[export\]'"):
+        parse_layers("1,9", statistical=False)
+    monkeypatch.setattr(export, "missing_packages", lambda: [])
+    assert parse_layers(None, statistical=False) == (1, 2, 3, 4, 5, 6, 7, 9)
+    assert parse_layers("9", statistical=False) == (9,)
