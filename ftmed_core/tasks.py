@@ -37,3 +37,12 @@ def head_activation(medmnist_task: str, output_activation: str) -> str:
     if trained_as(medmnist_task) == MULTI_LABEL and output_activation == "softmax":
         return "sigmoid"
     return output_activation
+
+
+def head_for(dataset: str, output_activation: str) -> tuple[bool, str]:
+    """(multi-label?, the output layer's activation) of a run on `dataset`: what each adapter builds and
+    which loss it trains (`binary_crossentropy` on a multi-label head, `categorical_crossentropy` otherwise)."""
+    from ftmed_core.medmnist_info import dataset_info
+
+    task = dataset_info(dataset).task
+    return trained_as(task) == MULTI_LABEL, head_activation(task, output_activation)

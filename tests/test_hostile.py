@@ -221,7 +221,7 @@ CASES = [
     Case("val-mode-unknown", T + " --val-mode kfold", "'kfold' is not one of"),
     Case("init-unknown", T + " --init he", "'he' is not one of"),
     Case("shuffle-unknown", T + " --shuffle sometimes", "'sometimes' is not one of"),
-    Case("dataset-multilabel", T + " --dataset chestmnist", "multi-label"),
+    Case("dataset-multilabel-missing", T + " --dataset chestmnist", "chestmnist.npz does not exist"),
     Case("dataset-unknown", T + " --dataset catmnist", "catmnist"),
     Case("size-unknown", T + " --size 32", "image size"),
     Case("accelerator-unknown", T + " --accelerator tpu", "'tpu' is not one of"),
