@@ -28,7 +28,7 @@ def layer_checks(layer: int, keras_backends: Iterable[str] = ("tensorflow",)) ->
     """The checks of `layer` over their full default scope (every variant, activation, optimizer, ...), for
     each Keras backend in `keras_backends`: TensorFlow's are the rows below (in this process); another
     backend's are `ftmed_parity.backends.backend_checks` (its Keras in a child process; ids end in @backend)."""
-    from ftmed_parity import backends, closed_loop, loss, optimizers, statistical, structure
+    from ftmed_parity import backends, closed_loop, loss, multilabel, optimizers, statistical, structure
 
     keras_backends = tuple(keras_backends)
     checks = [c for b in keras_backends if b != "tensorflow" for c in backends.backend_checks(b, layer)]
@@ -49,7 +49,8 @@ def layer_checks(layer: int, keras_backends: Iterable[str] = ("tensorflow",)) ->
     }
     if layer not in builders:
         raise ValueError(f"unknown parity layer {layer}; choose from {min(LAYERS)}-{max(LAYERS)}")
-    return builders[layer]() + checks
+    # Multi-label rows (layers 4-6): Keras's binary_crossentropy head vs the torch port, on TensorFlow.
+    return builders[layer]() + multilabel.multilabel_checks(layer) + checks
 
 
 def run_layers(layers: Iterable[int] = DEFAULT_LAYERS, sides=None, workdir=None,
