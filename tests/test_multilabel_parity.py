@@ -84,9 +84,6 @@ def test_planted_metric_bugs_fail_their_row():
     def exact_match(scores, targets):  # subset accuracy: a different definition than medmnist's
         return float(np.mean(((np.asarray(scores) > 0.5) == targets).all(axis=1)))
 
-    def at_or_above(scores, targets):  # >= 0.5 instead of medmnist's > 0.5: differs on saturated linear outputs
-        return float(np.mean((np.asarray(scores) >= 0.5) == (targets == 1)))
-
     def micro_auc(scores, targets):
         from sklearn.metrics import roc_auc_score
         return float(roc_auc_score(np.asarray(targets).ravel(), np.asarray(scores).ravel()))
