@@ -9,7 +9,7 @@
 
 `output_activation` on a multi-label head: "softmax" (the study's baseline) becomes a per-finding
 sigmoid — a softmax across independent findings would force them to compete — so the `sigmoid-output`
-variant trains exactly the baseline there. "linear" and "tanh" keep their meaning and take Keras's
+variant trains exactly the baseline there (a grid runs it once: `ftmed.grid.head_twins`). "linear" and "tanh" keep their meaning and take Keras's
 probability path (clip to [1e-7, 1 - 1e-7], then binary cross-entropy).
 """
 

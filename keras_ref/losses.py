@@ -16,6 +16,12 @@ in the same order, as for a linear output). Both agree with `ftmed_core.losses.p
 On the JAX and torch backends (`keras/src/backend/{jax,torch}/nn.py`) `categorical_crossentropy` has no
 logits shortcut: "keras" computes the probability formula there too (`ftmed_core.frameworks.effective_loss`;
 measured in tests/test_keras_backends.py), and `probability_crossentropy` needs no `tf.identity`.
+
+A multi-label task (ChestMNIST, `ftmed_core.tasks`) compiles `"binary_crossentropy"` instead: on a sigmoid
+head the TF backend takes the attached logits (`sigmoid_cross_entropy_with_logits`), otherwise it clips the
+outputs to [1e-7, 1 - 1e-7]; the mean over the labels, then over the batch
+(`ftmed_core.losses.multilabel_per_sample_loss`; parity rows `ml.*`). `loss="probability"` passes the
+outputs through `tf.identity` there too. Accuracy is `BinaryAccuracy` (label bits right at 0.5).
 """
 
 from __future__ import annotations
