@@ -12,8 +12,7 @@ What stays the same as the plain path (`MLPSystem` with automatic optimization):
   device from the device-resident split (`index_select` with the epoch's permutation); a uint8 split is
   converted per batch by the plain path's `to_unit_float` (true float32 division on every device; a
   division by a Python number would run as a multiply by the reciprocal on CUDA and round differently);
-- the step: grads set to None, forward, the plain path's loss (`task_loss`: multi-label too), backward,
-  the optimizer's own `step()`;
+- the step: grads set to None, forward, the plain path's `task_loss` (multi-label too), backward, `step()`;
 - the epoch metrics: the same float64 running sums (loss * rows, correct, rows) in the same order, read
   once per epoch by `MLPSystem._reduced`; the finite-loss check once per epoch from that sum;
 - the last partial batch (another shape) runs as its own eager step, never from a graph.
