@@ -280,7 +280,9 @@ def atlas_heatmap(entries: list[dict], path: Path) -> Path:
     for i, f in enumerate(files):
         for j, v in enumerate(variants):
             e = cell.get((f, v))
-            if e is not None:
+            if e is not None and e["verdict"] == "= baseline":
+                ax.text(j, i, "= baseline\n(same network\non this task)", ha="center", va="center", fontsize=7)
+            elif e is not None:
                 diff = "n/a" if e["diff"] != e["diff"] else f"{e['diff']:+.1f}"
                 dark = np.isfinite(e["diff"]) and abs(e["diff"]) > 0.6 * bound
                 ax.text(j, i, f"{diff}\n{e['verdict']}\nL-K {e['equivalence']}", ha="center", va="center",
