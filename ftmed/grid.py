@@ -94,6 +94,8 @@ def plan(variants: Sequence[Variant], frameworks: Sequence[str], seeds: Sequence
 
     One run is one observation: a seed listed twice, or two variants that compute the same thing (their
     configurations differ in name only), would count one run twice, so either is a ConfigError naming them.
+    A variant the task makes the same network as an earlier one (`head_twins`: sigmoid-output on a
+    multi-label task) is left out with one line on stderr, not refused: it differs on other tasks.
     """
     from ftmed_core.records import run_key
 

@@ -22,6 +22,19 @@ def test_specs():
         parse_sizes("28,100")
 
 
+def test_only_a_multi_label_task_makes_sigmoid_output_the_baseline():
+    from dataclasses import replace
+
+    from ftmed.grid import head_twins
+    from ftmed_core.variants import VARIANTS
+
+    chosen = [VARIANTS["baseline"], VARIANTS["sigmoid-output"], VARIANTS["sgd-momentum"],
+              replace(VARIANTS["baseline"],
+                      config=replace(VARIANTS["baseline"].config, name="linear-head", output_activation="linear"))]
+    assert head_twins(chosen, "chestmnist") == {"sigmoid-output": "baseline"}  # linear stays a linear head
+    assert head_twins(chosen, "pneumoniamnist") == head_twins(chosen, "retinamnist") == {}
+
+
 def test_missing_files_are_listed_in_one_line_before_anything_trains(tmp_path):
     write_synthetic(tmp_path / "data", "breastmnist", 28, scale=0.05)
     result = CliRunner().invoke(app, ["compare", "--datasets", "breastmnist,bloodmnist", "--sizes", "28,64",
