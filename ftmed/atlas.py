@@ -1,10 +1,11 @@
-"""The study over several data files: datasets x sizes, each file's grid run into one runs folder.
+"""The study over several data files: datasets x sizes x variants x frameworks x seeds as one grid.
 
 `parse_datasets` / `parse_sizes` read the `--datasets` / `--sizes` specs; `missing_files` lists every file
 the grid needs that is not on disk (with where to get it), and `compare_grid` refuses to start — one line
-naming every missing file, its URL, MD5 and target path — before anything trains. Then every
-(dataset, size) runs `ftmed.compare` into the same runs folder: resumable (finished runs are kept), each
-file's table as `compare` writes it (a folder holding several data files gets one table per file).
+naming every missing file, its URL, MD5 and target path — before anything trains. Then the whole grid is
+planned at once and run by one executor (one local pool, or one Ray submission) into one runs folder:
+resumable (finished runs are kept), one table per data file in the report (never pooled), and the atlas
+(`write_atlas`): one row per data file, one column per variant, read from those tables.
 """
 
 from __future__ import annotations
@@ -71,25 +72,98 @@ def missing_message(missing: list[dict]) -> str:
             f"(download them, `ftmed data download`, or `ftmed data synth --flag FLAG --size N` for offline work)")
 
 
-def compare_grid(datasets, sizes, data_dir: str | Path | None = None, atlas: bool = False,
-                 **compare_kwargs) -> dict:
-    """Run `ftmed.compare` for every (dataset, size) into one runs folder; {(dataset, size): Comparison}.
+def compare_grid(datasets, sizes, data_dir: str | Path | None = None, atlas: bool = False, *,
+                 variants=None, frameworks=("lightning", "keras"), seeds=(0, 1, 2), epochs: int | None = None,
+                 runs_dir: str | Path = "runs", variants_file=None, jobs: int | None = None, threads: int = 0,
+                 accelerator: str = "auto", devices: int = 1, precision: str = "32", steps_per_execution: int = 0,
+                 cuda_graphs: bool | None = None, margin: float | None = None, shuffle: str | None = None,
+                 tensorboard: bool = False, mlflow=None, executor: str = "local", address: str | None = None,
+                 quiet: bool = False) -> dict:
+    """The study over every (dataset, size) as one grid: {(dataset, size): Comparison}.
 
-    Every data file must be present (DataError listing all missing ones, before any run); the other
-    keyword arguments are `ftmed.compare`'s, the same for every file. Afterwards the folder's report is
-    rendered over all its runs (comparison.md: one table per data file) and, with `atlas`, atlas.md,
-    atlas.csv and atlas.png are written (`write_atlas`).
+    Every data file must be present (DataError listing all missing ones, before anything is validated
+    further or trained). Then datasets x sizes x variants x frameworks x seeds are planned together and
+    run by one executor: one local pool, or one Ray submission in which each data file enters the object
+    store once. Resumable like `compare` (finished runs are kept). Afterwards the folder's report is
+    rendered over all its runs (comparison.md: one table per data file, never pooled) and, with `atlas`,
+    atlas.md, atlas.csv and atlas.png are written (`write_atlas`). The other arguments are `ftmed.compare`'s.
     """
-    from ftmed.api import compare, report
+    from ftmed import api
+    from ftmed.executors import make_executor
+    from ftmed.grid import check_distinct_seeds, default_jobs, plan, read_planned, run_study
+    from ftmed.tracking import prepare_store, resolve_uri
+    from ftmed_core.config import MAX_SEED, RuntimeConfig, check_epochs, check_model_fits
+    from ftmed_core.data import load_npz, prepare
+    from ftmed_core.frameworks import parse_frameworks
+    from ftmed_core.records import RECORD_FILE
+    from ftmed_core.report import DEFAULT_MARGIN, check_margin, render
+    from ftmed_core.runner import data_summary, resolve_threads
+
+    from ftmed.comparison import Comparison
 
     datasets, sizes = parse_datasets(datasets), parse_sizes(sizes)
     missing = missing_files(datasets, sizes, data_dir)
     if missing:
         raise DataError(missing_message(missing))
-    grid = {(dataset, size): compare(dataset=dataset, size=size, data_dir=data_dir, **compare_kwargs)
-            for dataset in datasets for size in sizes}
-    runs_dir = compare_kwargs.get("runs_dir", "runs")
-    outputs = report(runs_dir, compare_kwargs.get("margin", 1.0))
+    margin = check_margin(DEFAULT_MARGIN if margin is None else margin)
+    chosen = api._select(variants, variants_file)
+    fws = parse_frameworks(frameworks if isinstance(frameworks, str) else ",".join(frameworks))
+    for fw in fws:
+        api.require_framework(fw)
+    seed_list = api._as_list(seeds, "seeds", int)
+    check_distinct_seeds(seed_list)
+    if any(not 0 <= s <= MAX_SEED for s in seed_list):
+        raise ConfigError(f"seeds must be integers from 0 to {MAX_SEED} (2**32 - 1), got {seeds}")
+    jobs = default_jobs(accelerator, devices) if jobs is None else jobs
+    if jobs < 1:
+        raise ConfigError(f"--jobs must be >= 1, got {jobs}")
+    if epochs is not None:
+        check_epochs(epochs)
+    pool = make_executor(executor, address, jobs)
+    runs_dir = api.check_runs_dir(runs_dir)
+    uri = resolve_uri(mlflow, runs_dir)
+    per_job = threads or pool.default_threads(resolve_threads(RuntimeConfig()))
+    runtime = RuntimeConfig(accelerator=accelerator, devices=devices, precision=precision, threads=per_job,
+                            jobs=jobs, progress=False, tensorboard=tensorboard, mlflow=uri,
+                            steps_per_execution=steps_per_execution, cuda_graphs=cuda_graphs)
+    if api.runtime_needs_check(runtime) and executor == "local":  # on Ray the nodes, not this machine, train
+        for fw in fws:
+            api.check_runtime(fw, runtime)
+
+    first = chosen[0].config
+    planned, by_file = [], {}
+    for dataset in datasets:
+        for size in sizes:
+            path = data_path(dataset, size, data_dir)
+            raw = load_npz(path, dataset, size)  # validate every file before anything is written
+            source = data_summary(prepare(raw, first.val_mode, first.val_fraction))
+            for variant in chosen:
+                check_model_fits(variant.config, source["input_dim"], source["n_classes"])
+            file_jobs = plan(chosen, fws, seed_list, data_md5=raw.md5, precision=runtime.precision, epochs=epochs,
+                             dataset=dataset, size=size, data_dir=data_dir, shuffle=shuffle)
+            for job in file_jobs:
+                job.source, job.data_path = source, path
+            by_file[(dataset, size)] = file_jobs
+            planned += file_jobs
+    if runtime.mlflow:
+        prepare_store(runtime.mlflow)
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    todo = [job for job in planned if not (runs_dir / job.run_key / RECORD_FILE).is_file()]
+    label = f"{len(by_file)} data file(s) ({', '.join(f'{d} {s}px' for d, s in by_file)})"
+    with api._notebook_grid_bar(todo, runs_dir):
+        run_study(planned, runtime, None, runs_dir, pool, label, per_job, None)
+
+    outputs = render(runs_dir, None, margin)  # every data file's table, from every record in the folder
+    for exc in outputs["damaged"]:
+        if not quiet:
+            print(f"left out of the report: {exc}")
+    grid = {}
+    for key, file_jobs in by_file.items():
+        records = read_planned(file_jobs, runs_dir)
+        comparison = Comparison(records, runs_dir, margin)
+        comparison.outputs = outputs
+        comparison.missing = len(file_jobs) - len(records)
+        grid[key] = comparison
     if atlas:
         write_atlas(runs_dir, outputs["groups"])
     return grid
@@ -106,9 +180,24 @@ def atlas_rows(groups: list[dict], baseline: str = "baseline") -> list[dict]:
     `diff` is the headline vs-baseline difference of that file's table (the seed-mean over frameworks
     with >= 2 frameworks), `verdict` and `p_holm` its verdict from the table's statistics (Holm within the
     file); `equivalence` the Lightning - Keras TOST verdict of the variant's row on that file. Nothing is
-    recomputed: the atlas agrees with the per-file tables by construction.
+    recomputed: the atlas agrees with the per-file tables by construction. A variant that trains exactly
+    the baseline on a file's task (`sigmoid-output` on multi-label ChestMNIST: `ftmed.grid.head_twins`) was
+    not run there; its cell says so (verdict "= baseline", no difference).
     """
+    from ftmed_core.tasks import head_for
+
     out = []
+    configs = {}  # variant -> its configuration, from any file's records
+    for group in groups:
+        for record in group["records"]:
+            configs.setdefault(record.config["name"], record.config)
+    protocol = ("name", "seed", "dataset", "size", "data_dir", "output_activation")
+
+    def head_twin(variant: str, dataset: str) -> bool:
+        a, b = configs[variant], configs.get(baseline)
+        return (b is not None and {k: v for k, v in a.items() if k not in protocol}
+                == {k: v for k, v in b.items() if k not in protocol}
+                and head_for(dataset, a["output_activation"])[1] == head_for(dataset, b["output_activation"])[1])
     for group in groups:
         records = group["records"]
         data = records[0].data
@@ -123,6 +212,13 @@ def atlas_rows(groups: list[dict], baseline: str = "baseline") -> list[dict]:
                         "synthetic": synthetic, "data_md5": data.get("md5"), "variant": row.variant,
                         "diff": vs.get("diff", float("nan")), "p_holm": vs.get("p_holm", float("nan")),
                         "verdict": vs.get("verdict", "n/a"), "equivalence": eq.get("verdict", "n/a")})
+        present = {row.variant for row in group["rows"]}
+        for variant in configs:
+            if variant not in present and baseline in present and head_twin(variant, config.dataset):
+                out.append({"data_file": label, "dataset": config.dataset, "size": config.size,
+                            "synthetic": synthetic, "data_md5": data.get("md5"), "variant": variant,
+                            "diff": float("nan"), "p_holm": float("nan"), "verdict": "= baseline",
+                            "equivalence": "n/a"})
     return out
 
 
@@ -137,6 +233,8 @@ def atlas_markdown(entries: list[dict]) -> str:
     def fmt(e):
         if e is None:
             return ""
+        if e["verdict"] == "= baseline":
+            return "= baseline (the same network on this task: not run)"
         diff = "n/a" if e["diff"] != e["diff"] else f"{e['diff']:+.2f} pp"
         return f"{diff}, {e['verdict']}; L-K: {e['equivalence']}"
     lines = ["# Atlas: accuracy vs baseline per data file" +
@@ -182,7 +280,9 @@ def atlas_heatmap(entries: list[dict], path: Path) -> Path:
     for i, f in enumerate(files):
         for j, v in enumerate(variants):
             e = cell.get((f, v))
-            if e is not None:
+            if e is not None and e["verdict"] == "= baseline":
+                ax.text(j, i, "= baseline\n(same network\non this task)", ha="center", va="center", fontsize=7)
+            elif e is not None:
                 diff = "n/a" if e["diff"] != e["diff"] else f"{e['diff']:+.1f}"
                 dark = np.isfinite(e["diff"]) and abs(e["diff"]) > 0.6 * bound
                 ax.text(j, i, f"{diff}\n{e['verdict']}\nL-K {e['equivalence']}", ha="center", va="center",

@@ -68,6 +68,10 @@ class Job:
     framework: str
     config: ExperimentConfig
     run_key: str
+    # The data file the run trains on and its summary (`runner.data_summary`): set for every job of a
+    # grid over several files, so one executor call can take runs on different files; None: the call's.
+    source: dict | None = None
+    data_path: Path | None = None
 
     @property
     def label(self) -> str:
@@ -90,13 +94,21 @@ def plan(variants: Sequence[Variant], frameworks: Sequence[str], seeds: Sequence
 
     One run is one observation: a seed listed twice, or two variants that compute the same thing (their
     configurations differ in name only), would count one run twice, so either is a ConfigError naming them.
+    A variant the task makes the same network as an earlier one (`head_twins`: sigmoid-output on a
+    multi-label task) is left out with one line on stderr, not refused: it differs on other tasks.
     """
     from ftmed_core.records import run_key
 
     check_distinct_seeds(seeds)
     jobs = []
     named: dict[str, str] = {}  # run key -> the variant that claimed it
+    twins = head_twins(variants, dataset)
+    for name, twin in twins.items():
+        _echo(f"{name} trains exactly what {twin} trains on {dataset} (a multi-label task: every head is "
+              f"per-finding sigmoids); not run there", err=True)
     for variant in variants:
+        if variant.name in twins:
+            continue
         for seed in seeds:
             for framework in frameworks:
                 config = replace(variant.config, seed=seed, data_dir=str(data_dir) if data_dir else None,
@@ -112,6 +124,27 @@ def plan(variants: Sequence[Variant], frameworks: Sequence[str], seeds: Sequence
                         f"twice; drop one or make them differ")
                 jobs.append(Job(framework, config, key))
     return jobs
+
+
+def head_twins(variants: Sequence[Variant], dataset: str | None) -> dict[str, str]:
+    """{variant: the earlier variant it equals} among variants that differ only in `output_activation` and
+    whose heads the task maps to the same activation (`ftmed_core.tasks.head_for`): on a multi-label task
+    softmax becomes per-finding sigmoids, so `sigmoid-output` is the baseline's network, loss and numbers,
+    and training it again would count one run twice. Empty for single-label tasks (every head differs)."""
+    import json
+
+    from ftmed_core.tasks import head_for
+
+    seen: dict[str, tuple[str, str]] = {}  # effective configuration -> (variant, its output activation)
+    twins: dict[str, str] = {}
+    for variant in variants:
+        config = variant.config if dataset is None else replace(variant.config, dataset=dataset)
+        head = head_for(config.dataset, config.output_activation)[1]
+        effective = json.dumps(replace(config, name="", output_activation=head).to_dict(), sort_keys=True)
+        twin, activation = seen.setdefault(effective, (variant.name, config.output_activation))
+        if twin != variant.name and activation != config.output_activation:
+            twins[variant.name] = twin
+    return twins
 
 
 def run_study(planned: list[Job], runtime, source: dict, runs_dir: Path, pool, label: str, per_job: int,

@@ -1,7 +1,9 @@
-"""MedMNIST `.npz` files: where they live, downloading, validating, preprocessing, and the train/val split.
+"""MedMNIST `.npz` files: where they live, downloading, preprocessing, and the train/val split.
 
+Reading and validating one file (its MD5, keys, shapes, labels) is `ftmed_core.datafile`, re-exported here.
 The core decides the data protocol once for both frameworks: pixels / 255 as float32, flattened; integer
-labels; the validation rows (Keras `validation_split` semantics or MedMNIST's official val split).
+labels ((N,) class indices, or (N, L) 0/1 bits for multi-label ChestMNIST); the validation rows (Keras
+`validation_split` semantics or MedMNIST's official val split).
 Adapters receive `ExperimentData` and never re-derive any of it.
 
 Memory: a file is unpacked once into memory-mappable `.npy` files (`ftmed_core.npy_cache`); splits are
@@ -12,25 +14,32 @@ equal to converting the whole array, so peak memory does not grow with the image
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
-import time
 import urllib.request
-import zipfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from ftmed_core.datafile import (  # noqa: F401  (re-exported: callers import them from here)
+    HASH_MEMO,
+    SPLITS,
+    SYNTHETIC_KEY,
+    RawDataset,
+    check_not_a_directory,
+    checked_labels,
+    file_md5,
+    load_npz,
+    manual_download_hint,
+    memo_md5,
+)
 from ftmed_core.errors import DataError
 from ftmed_core.npy_cache import fsync_dir
-from ftmed_core.medmnist_info import DatasetInfo, dataset_info, npz_filename
+from ftmed_core.medmnist_info import dataset_info, npz_filename
 
 DATA_DIR_ENV = "FTMED_DATA_DIR"
-SPLITS = ("train", "val", "test")
-SYNTHETIC_KEY = "ftmed_synthetic"  # extra key in files made by `ftmed data synth`; medmnist ignores it
 
 
 def default_data_dir() -> Path:
@@ -42,78 +51,6 @@ def default_data_dir() -> Path:
 def data_path(dataset: str, size: int, data_dir: str | os.PathLike | None = None) -> Path:
     root = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
     return root / npz_filename(dataset, size)
-
-
-def check_not_a_directory(path: Path) -> None:
-    """DataError when a directory (or anything else that is not a file) stands where the data file belongs."""
-    if path.is_dir():
-        raise DataError(f"{path} is a directory, not a MedMNIST .npz file; move it away (then ftmed data download "
-                        f"or ftmed data synth), or pass --data-dir the folder that holds the file")
-    if path.exists() and not path.is_file():
-        raise DataError(f"{path} is not a regular file; remove it or pass --data-dir another folder")
-
-
-def file_md5(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
-    digest = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-HASH_MEMO = "md5-memo.json"
-# A file modified within this many seconds of being hashed may change again without its mtime moving
-# (coarse timestamps): its hash is not memoised yet (git's "racily clean" rule).
-_RACY_SECONDS = 2.0
-
-
-def _identity(stat: os.stat_result) -> dict:
-    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "inode": stat.st_ino, "device": stat.st_dev}
-
-
-def memo_md5(path: str | os.PathLike) -> str:
-    """The MD5 of `path`, hashed only when the file's identity changed since it was last hashed.
-
-    The memo (`md5-memo.json`, beside the file's `.npy` cache) maps the resolved path to
-    (size, mtime_ns, inode, device) and the MD5 found for them. Any change of those re-hashes: an edit
-    in place moves the mtime, a replacement (download, `data synth --overwrite`, `cp`) brings a new inode.
-    What it cannot see is a rewrite that keeps size, inode and restores the mtime to the nanosecond
-    (`os.utime` after an in-place edit); a file hashed while still being written, or within
-    `_RACY_SECONDS` of its last change, is not memoised. The memo is a speed-up only: unreadable or
-    unwritable, it is ignored and the file hashed.
-    """
-    from ftmed_core.npy_cache import cache_root
-    from ftmed_core.records import atomic_write_text
-
-    path = Path(path).resolve()
-    memo_path = cache_root(path) / HASH_MEMO
-    before = _identity(path.stat())
-    try:
-        memo = json.loads(memo_path.read_text())
-        entry = memo.get(str(path)) if isinstance(memo, dict) else None
-        if isinstance(entry, dict) and {k: entry.get(k) for k in before} == before and entry.get("md5"):
-            return str(entry["md5"])
-    except (OSError, ValueError):
-        memo = {}
-    md5 = file_md5(path)
-    stat = path.stat()
-    if _identity(stat) != before or time.time() - stat.st_mtime < _RACY_SECONDS:
-        return md5
-    memo = memo if isinstance(memo, dict) else {}
-    memo[str(path)] = {**before, "md5": md5}
-    try:
-        memo_path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(memo_path, json.dumps(memo, indent=1))
-    except OSError:
-        pass
-    return md5
-
-
-def manual_download_hint(info: DatasetInfo, size: int, path: Path) -> str:
-    return (
-        f"download {info.urls[size]} by hand (MD5 {info.md5s[size]}) and place it at {path}; "
-        f"or work offline on synthetic data: `ftmed data synth --out DIR` then `--data-dir DIR`"
-    )
 
 
 def download(
@@ -191,104 +128,6 @@ def ensure_data(
     return download(dataset, size, data_dir, progress=progress)
 
 
-@dataclass(frozen=True)
-class RawDataset:
-    """The six arrays of a MedMNIST file, validated, plus where they came from.
-
-    Images are read-only memory maps of the file's `.npy` cache (`ftmed_core.npy_cache`): nothing is read
-    until used. Labels are small and held in memory as int64 (N,).
-    """
-
-    info: DatasetInfo
-    size: int
-    images: dict  # split -> uint8 (N, H, W) or (N, H, W, C), memory-mapped
-    labels: dict  # split -> int64 (N,)
-    path: Path
-    md5: str
-    synthetic: dict | None  # the synthetic generator's parameters, None for real data
-    cache: Path | None = None  # the folder of `.npy` files the images are mapped from
-
-    @property
-    def md5_verified(self) -> bool:
-        return self.md5 == self.info.md5s.get(self.size)
-
-
-def load_npz(path: str | os.PathLike, dataset: str, size: int, hash_memo: bool = True) -> RawDataset:
-    """Validate a MedMNIST-format file (keys, dtypes, shapes, label range, lengths) and map its images.
-
-    The file is unpacked once into a cache of `.npy` files checked against its MD5 (`npy_cache.unpacked`);
-    the images are memory-mapped from there, so memory does not grow with the file. The MD5 comes from
-    the hash memo (`memo_md5`) unless `hash_memo` is False (then the whole file is hashed).
-    """
-    from ftmed_core.npy_cache import discard, unpacked
-
-    path = Path(path)
-    info = dataset_info(dataset)
-    if size not in info.urls:
-        raise DataError(f"{dataset} has no size {size}; available: {', '.join(map(str, info.urls))}")
-    check_not_a_directory(path)
-    if not path.is_file():
-        raise DataError(f"{path} does not exist; {manual_download_hint(info, size, path)}")
-    try:
-        md5 = memo_md5(path) if hash_memo else file_md5(path)
-    except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if not zipfile.is_zipfile(path):
-        raise DataError(f"{path} is truncated or corrupt (not a zip archive); delete it and download it again")
-    folder, manifest = unpacked(path, md5)
-    try:
-        return _validated(path, dataset, size, info, md5, folder, manifest)
-    except DataError:
-        discard(path, md5)  # an invalid file leaves no unpacked copy behind
-        raise
-
-
-def _validated(path: Path, dataset: str, size: int, info, md5: str, folder: Path, manifest: dict) -> RawDataset:
-    """`load_npz`'s checks of the unpacked arrays; DataError naming the first problem."""
-    from ftmed_core.npy_cache import open_array
-
-    keys = set(manifest["arrays"])
-    missing = [f"{s}_{k}" for s in SPLITS for k in ("images", "labels") if f"{s}_{k}" not in keys]
-    if missing:
-        raise DataError(f"{path} is not a MedMNIST file: missing key(s) {', '.join(missing)}")
-    images = {split: open_array(folder, f"{split}_images") for split in SPLITS}
-    labels = {split: open_array(folder, f"{split}_labels", mmap=False) for split in SPLITS}
-    synthetic = None
-    if SYNTHETIC_KEY in keys:
-        try:
-            synthetic = json.loads(str(open_array(folder, SYNTHETIC_KEY, mmap=False)))
-        except ValueError:
-            raise DataError(f"{path}: the {SYNTHETIC_KEY} entry is not valid JSON") from None
-
-    expected_tail = (size, size) if info.n_channels == 1 else (size, size, info.n_channels)
-    for split in SPLITS:
-        img, lab = images[split], labels[split]
-        if img.dtype != np.uint8:
-            raise DataError(f"{path}: {split}_images must be uint8, got {img.dtype}")
-        if img.ndim < 1 or tuple(img.shape[1:]) != expected_tail:
-            raise DataError(
-                f"{path}: {split}_images has shape {img.shape}, expected (N, {', '.join(map(str, expected_tail))}) "
-                f"for {dataset} at size {size}"
-            )
-        if lab.ndim == 2 and lab.shape[1] == 1:
-            lab = lab[:, 0]
-        if lab.ndim != 1 or not np.issubdtype(lab.dtype, np.integer):
-            raise DataError(
-                f"{path}: {split}_labels must be integers shaped (N, 1) or (N,), got {lab.dtype} {lab.shape}"
-            )
-        if len(lab) != len(img):
-            raise DataError(f"{path}: {split} has {len(img)} images but {len(lab)} labels")
-        if len(img) == 0:
-            raise DataError(f"{path}: the {split} split is empty")
-        low, high = int(lab.min()), int(lab.max())
-        if low < 0 or high >= info.n_classes:
-            raise DataError(
-                f"{path}: {split}_labels range over [{low}, {high}], but {dataset} has classes 0..{info.n_classes - 1}"
-            )
-        labels[split] = lab.astype(np.int64)
-    return RawDataset(info, size, images, labels, path, md5, synthetic, cache=folder)
-
-
 def preprocess_images(images: np.ndarray) -> np.ndarray:
     """uint8 (N, ...) -> float32 (N, D): pixels / 255, flattened, exactly as the study (`astype/255`).
 
@@ -313,7 +152,7 @@ class Split:
 
     `images` is uint8 (N, H, W[, C]) — usually a read-only memory map of the cache, or a view of one
     (the holdout split is two row ranges of the file's train split, no copy) — or, for references and
-    hand-made data, float32 (N, D) already preprocessed and used as is. `labels` int64 (N,).
+    hand-made data, float32 (N, D) already preprocessed and used as is. `labels` int64 (N,), or (N, L) label bits.
     `origin` = (`.npy` path, first row, end row) lets a pickled Split (a spawned DDP worker) map the same
     file again instead of carrying the pixels.
     """
@@ -367,7 +206,7 @@ class Split:
         return raw if raw.dtype == np.float32 else preprocess_images(raw)
 
     def batches(self, batch_size: int, order: np.ndarray | None = None):
-        """(x float32 (m, D), y int64 (m,)) per batch: consecutive slices of `order` (file order if None)
+        """(x float32 (m, D), y int64 (m,) or (m, L)) per batch: consecutive slices of `order` (file order if None)
         of `batch_size` rows, the last partial batch kept. A plain iterator any framework can wrap."""
         from ftmed_core.protocol import batch_bounds
 
@@ -391,6 +230,12 @@ def eval_batch_rows(input_dim: int, preferred: int) -> int:
 
 
 def one_hot(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """Keras's targets, float32 (N, n_classes): class indices (N,) one-hot; multi-label bits (N, L) as they are."""
+    labels = np.asarray(labels)
+    if labels.ndim == 2:
+        if labels.shape[1] != n_classes:
+            raise DataError(f"multi-label targets have {labels.shape[1]} labels, the head has {n_classes}")
+        return labels.astype(np.float32)
     out = np.zeros((len(labels), n_classes), dtype=np.float32)
     out[np.arange(len(labels)), labels] = 1.0
     return out

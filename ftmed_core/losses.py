@@ -56,13 +56,15 @@ def mean_loss(logits: np.ndarray, labels: np.ndarray, output_activation: str, lo
     return float(per_sample_loss(logits, labels, output_activation, loss).mean())
 
 
-def multilabel_per_sample_loss(logits: np.ndarray, targets: np.ndarray, head_activation: str) -> np.ndarray:
+def multilabel_per_sample_loss(logits: np.ndarray, targets: np.ndarray, head_activation: str,
+                               loss: str = "keras") -> np.ndarray:
     """Keras 3 (TensorFlow) `binary_crossentropy(from_logits=False)` per row, for a multi-label head.
 
-    - sigmoid head: the activation attaches its logits, and Keras computes
+    - sigmoid head with `loss="keras"`: the activation attaches its logits, and Keras computes
       `sigmoid_cross_entropy_with_logits` = max(z, 0) - z y + log(1 + exp(-|z|)) on them;
-    - linear/tanh head: p = activated output clipped to [1e-7, 1 - 1e-7] (their float32 values, as Keras
-      clips float32 tensors), -(y log p + (1 - y) log(1 - p));
+    - linear/tanh head, or `loss="probability"` (the literal reading, and what Keras's JAX and torch backends
+      compute for every head): p = activated output clipped to [1e-7, 1 - 1e-7] (their float32 values, as
+      Keras clips float32 tensors), -(y log p + (1 - y) log(1 - p));
     then the mean over the labels (`axis=-1`). The batch reduction (sum / batch size) is the caller's mean.
     `targets`: (N, L) of 0/1. Softmax is not a multi-label head (`ftmed_core.tasks.head_activation`).
     """
@@ -70,9 +72,11 @@ def multilabel_per_sample_loss(logits: np.ndarray, targets: np.ndarray, head_act
     y = np.asarray(targets, dtype=np.float64)
     if z.shape != y.shape:
         raise ValueError(f"logits {z.shape} and targets {y.shape} must have the same shape")
-    if head_activation == "sigmoid":
+    if loss not in ("keras", "probability"):
+        raise ValueError(f"unknown loss mode {loss!r}; choose one of: keras, probability")
+    if head_activation == "sigmoid" and loss == "keras":
         per_label = np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))
-    elif head_activation in ("linear", "tanh"):
+    elif head_activation in ("sigmoid", "linear", "tanh"):
         # Keras clips float32 outputs: 1 - 1e-7 rounds to 1 - 1.19e-7, and log(1 - p) of a saturated label
         # is -15.94 there, not float64's -16.12. Clip at the float32 bounds.
         low, high = float(np.float32(KERAS_EPSILON)), float(np.float32(1.0 - KERAS_EPSILON))

@@ -14,8 +14,8 @@ from functools import lru_cache
 
 from ftmed_core.errors import DataError
 
-# MedMNIST's 2D datasets that a softmax classifier fits (medmnist task names).
-SUPPORTED_TASKS = ("multi-class", "binary-class", "ordinal-regression")
+# The medmnist task names ftmed trains (how each is trained: `ftmed_core.tasks`).
+SUPPORTED_TASKS = ("multi-class", "binary-class", "ordinal-regression", "multi-label, binary-class")
 
 
 @lru_cache(maxsize=1)
@@ -53,7 +53,7 @@ def npz_filename(dataset: str, size: int) -> str:
 
 
 def dataset_names() -> tuple[str, ...]:
-    """The 2D MedMNIST datasets ftmed can train on (3D ones and multi-label ChestMNIST excluded)."""
+    """The 2D MedMNIST datasets ftmed can train on (every task type; 3D ones excluded)."""
     return tuple(
         name for name, info in medmnist_info().items()
         if not name.endswith("3d") and info["task"] in SUPPORTED_TASKS
@@ -77,7 +77,7 @@ def dataset_info(name: str, trainable: bool = True) -> DatasetInfo:
         raise DataError(f"{name} is a 3D dataset; ftmed handles the 2D ones: {', '.join(flags)}")
     if trainable and entry["task"] not in SUPPORTED_TASKS:
         raise DataError(
-            f"{name} is a {entry['task']!r} task; a softmax classifier needs one of {SUPPORTED_TASKS}: "
+            f"{name} is a {entry['task']!r} task; ftmed trains {', '.join(SUPPORTED_TASKS)}: "
             f"{', '.join(dataset_names())}"
         )
     labels = entry["label"]

@@ -5,6 +5,8 @@ and ordinal tasks, the mean over classes of `sklearn.metrics.roc_auc_score` of t
 score column; for binary tasks, the AUC of the last column. One difference: a class absent from the test
 labels gives NaN (shown as "n/a") where sklearn would raise. Accuracy is the argmax's (Keras's
 `categorical_accuracy`, = medmnist's getACC for multi-class). The confusion matrix is sklearn's.
+Multi-label (ChestMNIST): `multilabel_accuracy` and `multilabel_auc`, medmnist's getACC/getAUC for
+"multi-label, binary-class" (per-label means); `test_metrics` picks them from the task.
 """
 
 from __future__ import annotations
@@ -38,7 +40,14 @@ def auc(scores: np.ndarray, labels: np.ndarray, task: str = "multi-class") -> fl
 
 def test_metrics(logits: np.ndarray, labels: np.ndarray, output_activation: str, loss: str,
                  task: str = "multi-class") -> dict:
-    """accuracy, loss and AUC of one run's test-set logits, plus the probabilities they came from."""
+    """accuracy, loss and AUC of one run's test-set logits, plus the probabilities they came from.
+
+    `task` is medmnist's task name; a multi-label one goes to `multilabel_test_metrics` with the head
+    activation the task maps `output_activation` to (`ftmed_core.tasks.head_activation`)."""
+    from ftmed_core.tasks import MULTI_LABEL, head_activation, trained_as
+
+    if trained_as(task) == MULTI_LABEL:
+        return multilabel_test_metrics(logits, labels, head_activation(task, output_activation), loss)
     probabilities = activate(logits, output_activation).astype(np.float32)
     return {
         "accuracy": accuracy(probabilities, labels),
@@ -69,15 +78,16 @@ def multilabel_auc(scores: np.ndarray, targets: np.ndarray) -> float:
     return float(np.mean([binary_auc(targets[:, j] == 1, scores[:, j]) for j in range(targets.shape[1])]))
 
 
-def multilabel_test_metrics(logits: np.ndarray, targets: np.ndarray, head_activation: str) -> tuple[dict, np.ndarray]:
-    """accuracy, loss (Keras `binary_crossentropy`) and AUC of a multi-label head's test logits, plus the
-    probabilities (the activated head) they came from."""
+def multilabel_test_metrics(logits: np.ndarray, targets: np.ndarray, head_activation: str,
+                            loss: str = "keras") -> tuple[dict, np.ndarray]:
+    """accuracy, loss (Keras `binary_crossentropy` in the `loss` formula) and AUC of a multi-label head's
+    test logits, plus the probabilities (the activated head) they came from."""
     from ftmed_core.losses import multilabel_per_sample_loss
 
     probabilities = activate(logits, head_activation).astype(np.float32)
     return {
         "accuracy": multilabel_accuracy(probabilities, targets),
-        "loss": float(multilabel_per_sample_loss(logits, targets, head_activation).mean()),
+        "loss": float(multilabel_per_sample_loss(logits, targets, head_activation, loss).mean()),
         "auc": multilabel_auc(probabilities, targets),
         "n": int(len(targets)),
     }, probabilities

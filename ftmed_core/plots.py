@@ -127,6 +127,8 @@ def confusion_figure(records: list[RunRecord], runs_dir: Path, framework: str, v
     runs = [r for r in records if r.finished and r.framework == framework and r.config["name"] == variant]
     if not runs:
         return None
+    if load_labels(runs_dir / runs[0].run_key).ndim == 2:
+        return None  # multi-label (label bits): no single-label confusion matrix to draw
     class_names = runs[0].data.get("class_names") or [str(i) for i in range(runs[0].data["n_classes"])]
     n_classes = len(class_names)
     matrix = np.zeros((n_classes, n_classes), dtype=np.int64)

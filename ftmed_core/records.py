@@ -6,7 +6,8 @@ Layout of `runs/<run_key>/`:
                            status "finished" is what makes a run finished.
   test_probabilities.npy   activated test outputs, float32 (N, n_classes)
   test_logits.npy          pre-activation test outputs, float32 (N, n_classes)
-  test_labels.npy          the test labels they are scored against (so reports need no data file)
+  test_labels.npy          the test labels they are scored against (so reports need no data file): int64
+                           (N,) class indices, or (N, L) label bits on a multi-label task
   history.csv              per-epoch history under the shared keys
   framework files          checkpoints, CSV logs, saved models, per-epoch resume state (the adapter's own)
 
@@ -309,7 +310,8 @@ def check_arrays(run_dir: Path, record: RunRecord) -> None:
     (probs, probs_dtype), (labels, labels_dtype) = shapes["test_probabilities.npy"], shapes["test_labels.npy"]
     if len(probs) != 2 or probs_dtype.kind != "f":
         raise RecordDamaged(run_dir / "test_probabilities.npy", f"holds {probs_dtype} {probs}, not (rows, classes) floats")
-    if len(labels) != 1 or labels[0] != probs[0] or labels_dtype.kind not in "iu":
+    # (N,) class indices, or (N, L) label bits the shape of the probabilities (a multi-label head)
+    if labels not in ((probs[0],), probs) or labels_dtype.kind not in "iu":
         raise RecordDamaged(run_dir / "test_labels.npy",
                             f"holds {labels_dtype} {labels}, not {probs[0]} integer labels")
     n = record.test.get("n")

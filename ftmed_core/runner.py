@@ -25,6 +25,7 @@ from ftmed_core.locks import holder, run_lock_path, try_claim
 from ftmed_core.frameworks import effective_loss
 from ftmed_core.medmnist_info import dataset_info
 from ftmed_core.metrics import test_metrics
+from ftmed_core.tasks import head_for
 from ftmed_core.protocol import Weights, initial_weights, parameter_count
 from ftmed_core.records import (
     RecordDamaged,
@@ -95,6 +96,7 @@ def data_summary(data: ExperimentData) -> dict:
         "input_dim": data.input_dim,
         "n_classes": data.n_classes,
         "class_names": list(data.class_names),
+        "task": dataset_info(data.dataset, trainable=False).task,  # medmnist's; how it trains: ftmed_core.tasks
     }
 
 
@@ -289,6 +291,7 @@ def _train(fit: FitFunction, config: ExperimentConfig, runtime: RuntimeConfig, d
     metrics, probabilities = test_metrics(logits, data.y_test, config.output_activation, loss, task)
     record.environment.update(result.environment)
     record.environment["loss_formula"] = loss
+    record.environment["head_activation"] = head_for(config.dataset, config.output_activation)[1]
     record.history = {k: [float(v) for v in vals] for k, vals in result.history.items()}
     record.test = metrics
     record.training_seconds = float(result.training_seconds)

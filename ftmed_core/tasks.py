@@ -9,7 +9,7 @@
 
 `output_activation` on a multi-label head: "softmax" (the study's baseline) becomes a per-finding
 sigmoid — a softmax across independent findings would force them to compete — so the `sigmoid-output`
-variant trains exactly the baseline there. "linear" and "tanh" keep their meaning and take Keras's
+variant trains exactly the baseline there (a grid runs it once: `ftmed.grid.head_twins`). "linear" and "tanh" keep their meaning and take Keras's
 probability path (clip to [1e-7, 1 - 1e-7], then binary cross-entropy).
 """
 
@@ -37,3 +37,12 @@ def head_activation(medmnist_task: str, output_activation: str) -> str:
     if trained_as(medmnist_task) == MULTI_LABEL and output_activation == "softmax":
         return "sigmoid"
     return output_activation
+
+
+def head_for(dataset: str, output_activation: str) -> tuple[bool, str]:
+    """(multi-label?, the output layer's activation) of a run on `dataset`: what each adapter builds and
+    which loss it trains (`binary_crossentropy` on a multi-label head, `categorical_crossentropy` otherwise)."""
+    from ftmed_core.medmnist_info import dataset_info
+
+    task = dataset_info(dataset).task
+    return trained_as(task) == MULTI_LABEL, head_activation(task, output_activation)

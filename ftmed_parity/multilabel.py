@@ -12,9 +12,12 @@ of 32 rows (two of them scaled to saturate the head) and 0/1 targets, for each m
 - `ml.metrics`: the core's accuracy and AUC vs medmnist's Evaluator (`getACC`, `getAUC`) on the head's
   probabilities (exact up to float rounding).
 
-Tolerances are the single-label layers': loss 2e-6 absolute (float32 logs of a value near 1), gradients
-1e-5 (sigmoid) / 1e-4 (signed linear/tanh outputs through the clip) of max |g|, the step 1e-7 of max |w|
-or 8 float32 ulps. `measure(torch_loss=...)` takes another torch loss so a test can plant a bug.
+Registered in `ftmed parity` (`multilabel_checks`): layer 4 holds `ml.loss`, `ml.loss.ref`, `ml.metrics`,
+layer 5 `ml.grad` (`ml.grad.signed` for linear/tanh), layer 6 `ml.step`. Tolerances are the single-label
+layers': loss 2e-6 absolute (float32 logs of values near 1), gradients 1e-5 (sigmoid) / 1e-4 (signed
+linear/tanh outputs through the clip) of max |g|, the step max(1e-7, 8 float32 ulps of max |w|) like the
+optimizer layer, metrics 1e-12 (the same sums). `multilabel_checks(layer, torch_loss=...)` takes another
+torch loss (or accuracy, AUC) so a test can plant a bug and see the row fail.
 """
 
 from __future__ import annotations
@@ -24,11 +27,10 @@ import numpy as np
 from ftmed_core.losses import multilabel_per_sample_loss
 from ftmed_core.metrics import multilabel_accuracy, multilabel_auc
 from ftmed_core.optimizers import OptimizerConfig
+from ftmed_parity.checks import Check, Context, Measurement, Tolerance
 
 HEADS = ("sigmoid", "linear", "tanh")
 N_IN, N_LABELS, N_ROWS = 20, 6, 32
-LIMITS = {"ml.loss": 2e-6, "ml.loss.ref": 2e-6, "ml.grad": 1e-5, "ml.grad.signed": 1e-4, "ml.step": 1e-7,
-          "ml.metrics": 1e-12}
 
 
 def _data(seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -78,14 +80,19 @@ def _torch_side(x, y, kernel, bias, head: str, torch_loss):
     return {"loss": float(loss.detach()), "grads": grads, "stepped": stepped}
 
 
-def _rel(a: list, b: list) -> float:
-    scale = max(float(np.abs(w).max()) for w in a) or 1.0
-    return max(float(np.abs(np.asarray(p, np.float64) - np.asarray(q, np.float64)).max()) for p, q in zip(a, b)) / scale
+def _max_diff(a: list, b: list) -> float:
+    return max(float(np.abs(np.asarray(p, np.float64) - np.asarray(q, np.float64)).max()) for p, q in zip(a, b))
+
+
+def _max_abs(arrays: list) -> float:
+    return max(float(np.abs(w).max()) for w in arrays)
 
 
 def measure(head: str = "sigmoid", seed: int = 0, torch_loss=None, accuracy=multilabel_accuracy,
-            auc=multilabel_auc) -> dict:
-    """{check id: measured value} for one head; `torch_loss`, `accuracy`, `auc` default to the real ones."""
+            auc=multilabel_auc) -> dict[str, Measurement]:
+    """{check id: Measurement} for one head; `torch_loss`, `accuracy`, `auc` default to the real ones (a
+    test passes others to plant a bug). Gradient and step values are absolute, with the scale
+    (max |g|, max |w|) their tolerance is relative to."""
     from medmnist.evaluator import getACC, getAUC
 
     from ftmed_core.losses import activate
@@ -97,23 +104,56 @@ def measure(head: str = "sigmoid", seed: int = 0, torch_loss=None, accuracy=mult
     t = _torch_side(x, y, k["kernel"], k["bias"], head, torch_loss)
     probabilities = activate(k["logits"], head)
     task = "multi-label, binary-class"
-    metric_gap = max(abs(accuracy(probabilities, y) - getACC(y, probabilities, task)),
-                     abs(auc(probabilities, y) - getAUC(y, probabilities, task)))
-    grad_id = "ml.grad" if head == "sigmoid" else "ml.grad.signed"
+    ours, theirs = (accuracy(probabilities, y), auc(probabilities, y)), (getACC(y, probabilities, task),
+                                                                         getAUC(y, probabilities, task))
+    reference = float(multilabel_per_sample_loss(k["logits"], y, head).mean())
+    g_scale, w_scale = _max_abs(k["grads"]), _max_abs(k["stepped"])
     return {
-        "ml.loss": abs(k["loss"] - t["loss"]),
-        "ml.loss.ref": abs(k["loss"] - float(multilabel_per_sample_loss(k["logits"], y, head).mean())),
-        grad_id: _rel(k["grads"], t["grads"]),
-        "ml.step": _rel(k["stepped"], t["stepped"]),
-        "ml.metrics": metric_gap,
+        "ml.loss": Measurement(abs(k["loss"] - t["loss"]), f"keras {k['loss']:.7f}, port {t['loss']:.7f}"),
+        "ml.loss.ref": Measurement(abs(k["loss"] - reference), f"keras {k['loss']:.7f}, core float64 {reference:.7f}"),
+        "ml.grad": Measurement(_max_diff(k["grads"], t["grads"]), f"max|g| {g_scale:.2e}", g_scale),
+        "ml.step": Measurement(_max_diff(k["stepped"], t["stepped"]), f"one Adam step; max|w| {w_scale:.2e}", w_scale),
+        "ml.metrics": Measurement(max(abs(a - b) for a, b in zip(ours, theirs)),
+                                  f"accuracy {ours[0]:.6f} vs getACC {theirs[0]:.6f}; "
+                                  f"AUC {ours[1]:.6f} vs getAUC {theirs[1]:.6f}"),
     }
 
 
-def judge(measured: dict) -> dict:
-    """{check id: (value, limit, "pass" | "FAIL")}; the step's bound is the larger of 1e-7 and 8 ulps of max|w|."""
-    out = {}
-    for check, value in measured.items():
-        limit = LIMITS[check]
-        ok = np.isfinite(value) and value <= limit
-        out[check] = (value, limit, "pass" if ok else "FAIL")
-    return out
+# The single-label layers' tolerances (ftmed_parity.loss / .optimizers), and the same reasons.
+LOSS = Tolerance(2e-6)
+GRADIENTS = Tolerance(1e-5, scale="max|g|")
+GRADIENTS_SIGNED = Tolerance(1e-4, scale="max|g|")
+KERAS_STEP = Tolerance(1e-7, scale="max|w|", ulps=8)
+METRICS = Tolerance(1e-12)
+SIGNED_HEADS = ("linear", "tanh")
+
+# (id, layer, name, tolerance, reason, heads)
+DECLARED = (
+    ("ml.loss", 4, "multi-label loss (binary_crossentropy)", LOSS,
+     "losses ~0.7 in float32 (ulp 6e-8); Keras's clip and its mean over labels then rows, ported", HEADS),
+    ("ml.loss.ref", 4, "multi-label loss vs core float64", LOSS,
+     "the core's float64 reference (float32 clip bounds) vs Keras's float32 graph", HEADS),
+    ("ml.metrics", 4, "multi-label accuracy/AUC vs medmnist", METRICS,
+     "the same per-label means as medmnist's getACC/getAUC: equal up to float rounding", HEADS),
+    ("ml.grad", 5, "multi-label gradients", GRADIENTS,
+     "a batch sum of products: rounding scales with the largest gradient", tuple(h for h in HEADS if h not in SIGNED_HEADS)),
+    ("ml.grad.signed", 5, "multi-label gradients", GRADIENTS_SIGNED,
+     "signed linear/tanh outputs through Keras's clip: the single-label signed rows' bound", SIGNED_HEADS),
+    ("ml.step", 6, "multi-label one Adam step", KERAS_STEP,
+     "each side's own gradients through the Keras-exact Adam: the optimizer layer's bound", HEADS),
+)
+
+
+def multilabel_checks(layer: int, torch_loss=None, accuracy=multilabel_accuracy, auc=multilabel_auc) -> list[Check]:
+    """The multi-label rows of parity `layer` (4: loss and metrics, 5: gradients, 6: one step; none
+    elsewhere), one subject per head activation. `torch_loss`/`accuracy`/`auc` plant a bug (tests)."""
+
+    def check(check_id: str):
+        def run(ctx: Context, head: str) -> Measurement:
+            key = ("multilabel", head, torch_loss, accuracy, auc)
+            values = ctx.memo(key, lambda: measure(head, torch_loss=torch_loss, accuracy=accuracy, auc=auc))
+            return values["ml.grad" if check_id.startswith("ml.grad") else check_id]
+        return run
+
+    return [Check(i, lay, name, tol, reason, check(i), heads, "head")
+            for i, lay, name, tol, reason, heads in DECLARED if lay == layer]

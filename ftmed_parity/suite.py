@@ -31,7 +31,7 @@ def layer_checks(layer: int, keras_backends: Iterable[str] = ("tensorflow",)) ->
     each Keras backend in `keras_backends`, in that order: the same checks, each declared for its backend
     (ids end in @backend except TensorFlow's; its Keras side is `Sides.keras(backend)`). Layers 8 and 9 run
     on TensorFlow only."""
-    from ftmed_parity import closed_loop, export, loss, optimizers, statistical, structure
+    from ftmed_parity import closed_loop, export, loss, multilabel, optimizers, statistical, structure
 
     builders: dict[int, Callable[[str], list[Check]]] = {
         1: lambda backend: structure.architecture_checks(keras_backend=backend),
@@ -46,7 +46,9 @@ def layer_checks(layer: int, keras_backends: Iterable[str] = ("tensorflow",)) ->
     }
     if layer not in builders:
         raise ValueError(f"unknown parity layer {layer}; choose from {min(LAYERS)}-{max(LAYERS)}")
-    return [check for backend in keras_backends for check in builders[layer](backend)]
+    # Multi-label rows (layers 4-6): Keras's binary_crossentropy head vs the torch port, on TensorFlow.
+    return ([check for backend in keras_backends for check in builders[layer](backend)]
+            + (multilabel.multilabel_checks(layer) if "tensorflow" in keras_backends else []))
 
 
 def run_layers(layers: Iterable[int] = DEFAULT_LAYERS, sides=None, workdir=None,

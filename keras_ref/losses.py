@@ -16,15 +16,23 @@ in the same order, as for a linear output). Both agree with `ftmed_core.losses.p
 On the JAX and torch backends (`keras/src/backend/{jax,torch}/nn.py`) `categorical_crossentropy` has no
 logits shortcut: "keras" computes the probability formula there too (`ftmed_core.frameworks.effective_loss`;
 measured in tests/test_keras_backends.py), and `probability_crossentropy` needs no `tf.identity`.
+
+A multi-label task (ChestMNIST, `ftmed_core.tasks`) compiles `"binary_crossentropy"` instead: on a sigmoid
+head the TF backend takes the attached logits (`sigmoid_cross_entropy_with_logits`), otherwise it clips the
+outputs to [1e-7, 1 - 1e-7]; the mean over the labels, then over the batch
+(`ftmed_core.losses.multilabel_per_sample_loss`; parity rows `ml.*`). `loss="probability"` passes the
+outputs through `tf.identity` there too. Accuracy is `BinaryAccuracy` (label bits right at 0.5).
 """
 
 from __future__ import annotations
 
 from ftmed_core.config import LOSS_MODES, ExperimentConfig
 from ftmed_core.errors import ConfigError
+from ftmed_core.tasks import head_for
 from keras_ref._backend import keras, native
 
 KERAS_LOSS = "categorical_crossentropy"
+KERAS_MULTILABEL_LOSS = "binary_crossentropy"  # mean over the labels, then over the batch
 
 
 @keras.saving.register_keras_serializable(package="ftmed", name="probability_crossentropy")
@@ -34,17 +42,30 @@ def probability_crossentropy(y_true, y_pred):
     return keras.losses.categorical_crossentropy(y_true, y_pred, from_logits=False)
 
 
+@keras.saving.register_keras_serializable(package="ftmed", name="probability_binary_crossentropy")
+def probability_binary_crossentropy(y_true, y_pred):
+    """Multi-label: binary cross-entropy on the activated (clipped) outputs, never on attached logits."""
+    y_pred = native.fresh_output(y_pred)
+    return keras.losses.binary_crossentropy(y_true, y_pred, from_logits=False)
+
+
 def make_loss(config: ExperimentConfig):
-    """What `model.compile(loss=...)` receives for `config.loss`."""
+    """What `model.compile(loss=...)` receives for `config.loss` on the config's task
+    (`categorical_crossentropy`, or `binary_crossentropy` on a multi-label head: `ftmed_core.tasks`)."""
+    multi_label, _ = head_for(config.dataset, config.output_activation)
     if config.loss == "keras":
-        return KERAS_LOSS
+        return KERAS_MULTILABEL_LOSS if multi_label else KERAS_LOSS
     if config.loss == "probability":
-        return probability_crossentropy
+        return probability_binary_crossentropy if multi_label else probability_crossentropy
     raise ConfigError(f"unknown loss {config.loss!r}; choose one of: {', '.join(LOSS_MODES)}")
 
 
-def make_metrics() -> list:
-    """Accuracy (argmax of the activated output vs the one-hot label) and Keras's AUC, as the study logged."""
+def make_metrics(multi_label: bool = False) -> list:
+    """Accuracy (argmax of the activated output vs the one-hot label; on a multi-label head the share of
+    label bits right at 0.5, `BinaryAccuracy`) and Keras's AUC, as the study logged."""
+    if multi_label:
+        return [keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.5),
+                keras.metrics.AUC(name="auc", multi_label=True)]
     return [keras.metrics.CategoricalAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")]
 
 
@@ -61,7 +82,7 @@ def compile_model(model: keras.Model, config: ExperimentConfig, optimizer=None,
     model.compile(
         optimizer=optimizer if optimizer is not None else build_optimizer(config.optimizer),
         loss=make_loss(config),
-        metrics=make_metrics(),
+        metrics=make_metrics(head_for(config.dataset, config.output_activation)[0]),
         jit_compile=native.JIT_COMPILE,
         steps_per_execution=steps_per_execution,
     )

@@ -15,6 +15,7 @@ import numpy as np
 from ftmed_core.config import HIDDEN_ACTIVATIONS, OUTPUT_ACTIVATIONS, ExperimentConfig
 from ftmed_core.errors import ConfigError
 from ftmed_core.protocol import Weights, initial_weights, layer_sizes
+from ftmed_core.tasks import head_for
 from keras_ref._backend import keras
 
 # The core's activation names -> Keras's names (the same strings today; kept as a table so that a rename on
@@ -30,7 +31,8 @@ def _keras_activation(name: str) -> str:
 
 def build_mlp(config: ExperimentConfig, input_dim: int, n_classes: int, weights: Weights | None = None,
               dtype: str | None = None) -> keras.Sequential:
-    """Input, then Dense + Activation per hidden layer, then Dense(n_classes) + Activation(output).
+    """Input, then Dense + Activation per hidden layer, then Dense(n_classes) + Activation(output) — the
+    task's head activation (`ftmed_core.tasks.head_for`: per-finding sigmoids on a multi-label task).
 
     `weights` (the core's layout) default to the run's initial weights. `dtype` is a Keras dtype policy
     for the Dense and hidden Activation layers (e.g. "mixed_bfloat16"); the output activation always
@@ -42,9 +44,9 @@ def build_mlp(config: ExperimentConfig, input_dim: int, n_classes: int, weights:
         layers.append(keras.layers.Activation(_keras_activation(config.hidden_activation),
                                               name=f"{config.hidden_activation}_{i}", dtype=dtype))
     n_hidden = len(config.hidden_units)
+    head = head_for(config.dataset, config.output_activation)[1]  # softmax -> sigmoid on a multi-label task
     layers.append(keras.layers.Dense(n_classes, name=f"dense_{n_hidden}", dtype=dtype))
-    layers.append(keras.layers.Activation(_keras_activation(config.output_activation),
-                                          name=f"output_{config.output_activation}", dtype="float32"))
+    layers.append(keras.layers.Activation(_keras_activation(head), name=f"output_{head}", dtype="float32"))
     model = keras.Sequential(layers, name=f"mlp_{config.name}".replace("-", "_"))
     set_weights(model, weights if weights is not None else initial_weights(config, input_dim, n_classes))
     return model

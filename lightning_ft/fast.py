@@ -12,7 +12,7 @@ What stays the same as the plain path (`MLPSystem` with automatic optimization):
   device from the device-resident split (`index_select` with the epoch's permutation); a uint8 split is
   converted per batch by the plain path's `to_unit_float` (true float32 division on every device; a
   division by a Python number would run as a multiply by the reciprocal on CUDA and round differently);
-- the step: grads set to None, forward, `keras_loss`, backward, the optimizer's own `step()`;
+- the step: grads set to None, forward, the plain path's `task_loss` (multi-label too), backward, `step()`;
 - the epoch metrics: the same float64 running sums (loss * rows, correct, rows) in the same order, read
   once per epoch by `MLPSystem._reduced`; the finite-loss check once per epoch from that sum;
 - the last partial batch (another shape) runs as its own eager step, never from a graph.
@@ -46,7 +46,8 @@ from ftmed_core.data import ExperimentData
 from ftmed_core.errors import ConfigError
 from ftmed_core.protocol import epoch_permutation, steps_per_epoch
 from lightning_ft.datamodule import DeviceSplit, MedMNISTDataModule, to_unit_float
-from lightning_ft.losses import correct_count, keras_loss
+from ftmed_core.tasks import head_for
+from lightning_ft.losses import task_correct, task_loss
 from lightning_ft.optimizers import KerasAdam, KerasOptimizer, keras_adam_alpha
 from lightning_ft.system import MLPSystem
 
@@ -258,6 +259,7 @@ class BlockRunner:
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, config: ExperimentConfig,
                  device: torch.device, graphs: bool | None):
         self.model, self.optimizer, self.config, self.device = model, optimizer, config, device
+        self.multi_label, self.head = head_for(config.dataset, config.output_activation)
         self.params = [p for group in optimizer.param_groups for p in group["params"]]
         self.sums = torch.zeros(3, dtype=torch.float64, device=device)
         self.pos = torch.zeros(1, dtype=torch.int64, device=device)
@@ -306,12 +308,12 @@ class BlockRunner:
             for p in self.params:
                 p.grad = None
             logits = self.model(x)
-            loss = keras_loss(logits, y, cfg.output_activation, cfg.loss)
+            loss = task_loss(logits, y, self.head, cfg.loss, self.multi_label)
             loss.backward()
             if self.alphas is not None:
                 self.alphas.before_step()
             self.optimizer.step()
-            correct = correct_count(logits.detach(), y, cfg.output_activation)
+            correct = task_correct(logits.detach(), y, self.head, self.multi_label)
             # The plain path's sums, in its order: stack([loss * rows, correct, rows]).
             self.sums.add_(torch.cat([(loss.detach().double() * batch_size).view(1), correct.double().view(1),
                                       rows_done]))

@@ -52,14 +52,18 @@ def correct_count(logits: torch.Tensor, labels: torch.Tensor, output_activation:
     return (activate(logits, output_activation).argmax(dim=1) == labels).sum()
 
 
-def multilabel_per_sample_loss(logits: torch.Tensor, targets: torch.Tensor, head_activation: str) -> torch.Tensor:
+def multilabel_per_sample_loss(logits: torch.Tensor, targets: torch.Tensor, head_activation: str,
+                               loss_mode: str = "keras") -> torch.Tensor:
     """Keras's `binary_crossentropy` per row (mean over the labels), as `ftmed_core.losses` defines it:
-    on the logits for a sigmoid head (`binary_cross_entropy_with_logits`, the same stable formula as TF's
-    `sigmoid_cross_entropy_with_logits`), else on the activated output clipped to [1e-7, 1 - 1e-7]."""
+    on the logits for a sigmoid head under `loss_mode="keras"` (`binary_cross_entropy_with_logits`, the same
+    stable formula as TF's `sigmoid_cross_entropy_with_logits`), else on the activated output clipped to
+    [1e-7, 1 - 1e-7] (as float32 bounds, like Keras's clip of a float32 tensor)."""
+    if loss_mode not in ("keras", "probability"):
+        raise ValueError(f"unknown loss mode {loss_mode!r}; choose one of: keras, probability")
     targets = targets.to(logits.dtype)
-    if head_activation == "sigmoid":
+    if head_activation == "sigmoid" and loss_mode == "keras":
         per_label = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
-    elif head_activation in ("linear", "tanh"):
+    elif head_activation in ("sigmoid", "linear", "tanh"):
         p = activate(logits, head_activation).clamp(KERAS_EPSILON, 1.0 - KERAS_EPSILON)
         per_label = -(targets * torch.log(p) + (1 - targets) * torch.log(1 - p))
     else:
@@ -67,6 +71,31 @@ def multilabel_per_sample_loss(logits: torch.Tensor, targets: torch.Tensor, head
     return per_label.mean(dim=1)
 
 
-def multilabel_loss(logits: torch.Tensor, targets: torch.Tensor, head_activation: str) -> torch.Tensor:
+def multilabel_loss(logits: torch.Tensor, targets: torch.Tensor, head_activation: str,
+                    loss_mode: str = "keras") -> torch.Tensor:
     """Scalar mean over the batch (Keras: sum / batch size)."""
-    return multilabel_per_sample_loss(logits, targets, head_activation).mean()
+    return multilabel_per_sample_loss(logits, targets, head_activation, loss_mode).mean()
+
+
+def multilabel_correct(logits: torch.Tensor, targets: torch.Tensor, head_activation: str) -> torch.Tensor:
+    """Per batch, the sum over rows of the share of a row's labels right at threshold 0.5 on the activated
+    head (`p > 0.5`, medmnist's getACC; Keras's `BinaryAccuracy` averages the same bits). Divided by the
+    rows it is the batch's multi-label accuracy, so the epoch sums stay (loss * rows, correct, rows)."""
+    hits = (activate(logits, head_activation) > 0.5) == (targets > 0.5)
+    return hits.to(torch.float64).mean(dim=1).sum()
+
+
+def task_loss(logits: torch.Tensor, labels: torch.Tensor, output_activation: str, loss_mode: str,
+              multi_label: bool) -> torch.Tensor:
+    """The training loss of either task type: `keras_loss` (class indices) or `multilabel_loss` (label bits,
+    `output_activation` being the head's, see `ftmed_core.tasks.head_activation`)."""
+    if multi_label:
+        return multilabel_loss(logits, labels, output_activation, loss_mode)
+    return keras_loss(logits, labels, output_activation, loss_mode)
+
+
+def task_correct(logits: torch.Tensor, labels: torch.Tensor, output_activation: str, multi_label: bool) -> torch.Tensor:
+    """Rows right (multi-class: argmax) or the summed per-row share of labels right (multi-label)."""
+    if multi_label:
+        return multilabel_correct(logits, labels, output_activation)
+    return correct_count(logits, labels, output_activation)

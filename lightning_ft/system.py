@@ -3,7 +3,8 @@
 Metrics are accumulated as running sums on the device and reduced once per epoch (no per-step `log`,
 no per-step sync): `train_loss` is the batch-size-weighted mean of the pre-update batch losses over the
 epoch and `train_acc` the share of rows right before each update, like Keras's History; `val_*` are
-computed on the end-of-epoch weights.
+computed on the end-of-epoch weights. On a multi-label task (`ftmed_core.tasks`) the loss is Keras's
+`binary_crossentropy` and `*_acc` the share of label bits right at 0.5 (Keras's `BinaryAccuracy`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from ftmed_core.config import ExperimentConfig
 from ftmed_core.protocol import Weights
 from ftmed_core.records import HISTORY_KEYS, atomic_write_text
 from ftmed_core.runner import check_finite
-from lightning_ft.losses import correct_count, keras_loss
+from ftmed_core.tasks import head_for
+from lightning_ft.losses import task_correct, task_loss
 from lightning_ft.model import build_mlp
 from lightning_ft.optimizers import build_optimizer
 
@@ -31,6 +33,8 @@ class MLPSystem(L.LightningModule):
         self.save_hyperparameters(ignore=["weights"])  # enough to rebuild the model from a checkpoint
         self.config = ExperimentConfig.from_dict(config)
         self.model = build_mlp(self.config, input_dim, n_classes, weights)
+        # Multi-label (ChestMNIST): label bits, per-finding sigmoid head, Keras binary_crossentropy.
+        self.multi_label, self.head = head_for(self.config.dataset, self.config.output_activation)
         self.history: list[dict] = []  # one row per epoch (the core's HISTORY_KEYS)
         self.epoch_end: Callable[[int, dict], None] | None = None  # set by train.fit; never pickled to workers
         self.history_file: str | None = None  # rank 0 rewrites it each epoch (how ddp_spawn hands history back)
@@ -44,8 +48,8 @@ class MLPSystem(L.LightningModule):
     def _shared_step(self, batch, stage: str) -> torch.Tensor:
         x, y, _ = batch
         logits = self.model(x)
-        loss = keras_loss(logits, y, self.config.output_activation, self.config.loss)
-        correct = correct_count(logits.detach(), y, self.config.output_activation)
+        loss = task_loss(logits, y, self.head, self.config.loss, self.multi_label)
+        correct = task_correct(logits.detach(), y, self.head, self.multi_label)
         self._sums[stage] += torch.stack([loss.detach().double() * len(y), correct.double(),
                                           torch.tensor(float(len(y)), dtype=torch.float64, device=y.device)])
         return loss

@@ -52,3 +52,33 @@ def tiny_synth_dir(tmp_path_factory) -> Path:
 def small_config(synth_dir) -> ExperimentConfig:
     """The baseline on the synthetic file, 2 epochs: learns well above chance in seconds."""
     return ExperimentConfig(data_dir=str(synth_dir), epochs=2)
+
+
+SHIPPED_TO_RAY: list = []  # MD5s of data files tests shipped to the `cluster` (removed from its caches after)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A real Ray cluster started from this process: head + one worker node, 1 CPU each (a module's tests
+    share it). Afterwards the nodes' copies of the data files in SHIPPED_TO_RAY are removed (a shared /tmp
+    here, node-local on a real cluster), and the cache folder if nothing else is cached there."""
+    import contextlib
+    import shutil
+    import tempfile
+
+    pytest.importorskip("ray")
+    from ray.cluster_utils import Cluster
+
+    from ftmed.executors import DATA_CACHE
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    node = {"num_cpus": 1, "object_store_memory": 200 << 20}
+    cluster = Cluster(initialize_head=True, head_node_args={**node, "include_dashboard": False})
+    cluster.add_node(**node)
+    cluster.wait_for_nodes()
+    yield cluster
+    cluster.shutdown()
+    for md5 in SHIPPED_TO_RAY:
+        shutil.rmtree(Path(tempfile.gettempdir()) / DATA_CACHE / md5, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        (Path(tempfile.gettempdir()) / DATA_CACHE).rmdir()

@@ -1,4 +1,4 @@
-"""compare over several data files: the specs, the missing-file line, and a real two-file grid."""
+"""compare over several data files: the specs, the missing-file line, real grids (one executor call each)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,19 @@ def test_specs():
         parse_datasets("pathmnist,nosuchmnist")
     with pytest.raises(ConfigError, match="not a MedMNIST size"):
         parse_sizes("28,100")
+
+
+def test_only_a_multi_label_task_makes_sigmoid_output_the_baseline():
+    from dataclasses import replace
+
+    from ftmed.grid import head_twins
+    from ftmed_core.variants import VARIANTS
+
+    chosen = [VARIANTS["baseline"], VARIANTS["sigmoid-output"], VARIANTS["sgd-momentum"],
+              replace(VARIANTS["baseline"],
+                      config=replace(VARIANTS["baseline"].config, name="linear-head", output_activation="linear"))]
+    assert head_twins(chosen, "chestmnist") == {"sigmoid-output": "baseline"}  # linear stays a linear head
+    assert head_twins(chosen, "pneumoniamnist") == head_twins(chosen, "retinamnist") == {}
 
 
 def test_missing_files_are_listed_in_one_line_before_anything_trains(tmp_path):
@@ -81,3 +94,40 @@ def test_two_file_grid_runs_resumes_and_writes_the_atlas(tmp_path):
     finished = {r.run_key: r.finished_at for c in grid.values() for r in c.records}
     again = ftmed.compare(**kwargs)  # resumable: the finished runs are read back, not retrained
     assert {r.run_key: r.finished_at for c in again.values() for r in c.records} == finished
+
+
+def test_the_whole_grid_is_one_executor_call_and_multi_label_joins_the_atlas(tmp_path, monkeypatch):
+    """pneumoniamnist (binary) and chestmnist (multi-label) in one pool call; on chestmnist sigmoid-output
+    is the baseline's network, so it is not run there and its atlas cell says so."""
+    import csv
+
+    import ftmed
+    from ftmed.executors.local import LocalExecutor
+
+    for flag, scale in (("pneumoniamnist", 0.03), ("chestmnist", 0.005)):
+        write_synthetic(tmp_path / "data", flag, 28, scale=scale)
+    calls = []
+    real_run = LocalExecutor.run
+
+    def counting_run(self, todo, *args, **kwargs):
+        calls.append(sorted((job.config.dataset, job.config.name) for job in todo))
+        return real_run(self, todo, *args, **kwargs)
+
+    monkeypatch.setattr(LocalExecutor, "run", counting_run)
+    grid = ftmed.compare(datasets="pneumoniamnist,chestmnist", sizes="28", variants="baseline,sigmoid-output",
+                         frameworks="lightning", seeds=[0, 1], epochs=1, data_dir=tmp_path / "data",
+                         runs_dir=tmp_path / "runs", quiet=True, atlas=True)
+    assert len(calls) == 1 and len(calls[0]) == 4 + 2, calls  # chestmnist: the baseline only
+    assert {d for d, _ in calls[0]} == {"pneumoniamnist", "chestmnist"}
+    chest = grid[("chestmnist", 28)]
+    assert not chest.failed and len(chest.records) == 2
+    assert all(r.test["n"] and 0 <= r.test["accuracy"] <= 1 for r in chest.records)
+    atlas = {(a["dataset"], a["variant"]): a for a in csv.DictReader(open(tmp_path / "runs" / "atlas.csv"))}
+    assert atlas[("chestmnist", "sigmoid-output")]["verdict"] == "= baseline"
+    assert atlas[("pneumoniamnist", "sigmoid-output")]["diff"] != "nan"
+    assert "= baseline (the same network on this task: not run)" in (tmp_path / "runs" / "atlas.md").read_text()
+    calls.clear()
+    ftmed.compare(datasets="pneumoniamnist,chestmnist", sizes="28", variants="baseline,sigmoid-output",
+                  frameworks="lightning", seeds=[0, 1], epochs=1, data_dir=tmp_path / "data",
+                  runs_dir=tmp_path / "runs", quiet=True, atlas=True)
+    assert calls == [[]]  # resumed: every run finished, nothing to train

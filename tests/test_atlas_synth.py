@@ -58,9 +58,8 @@ def test_medmnist_reads_the_synthetic_files(tmp_path):
         assert len(label) == dataset_info(flag, trainable=False).n_classes if flag == "chestmnist" else len(label) == 1
 
 
-def test_trainable_flags_still_exclude_multi_label_until_asked():
-    from ftmed_core.errors import DataError
+def test_every_2d_flag_is_trainable_multi_label_included():
+    from ftmed_core.medmnist_info import all_2d_flags, dataset_names
 
-    with pytest.raises(DataError, match="multi-label"):
-        dataset_info("chestmnist")
-    assert dataset_info("chestmnist", trainable=False).n_classes == 14
+    assert dataset_names() == all_2d_flags() and "chestmnist" in dataset_names()
+    assert dataset_info("chestmnist").n_classes == 14

@@ -71,7 +71,7 @@ def test_data_download_offline_is_one_clear_line(tmp_path, monkeypatch):
         (["train", "-f", "keras", "--hidden", "512,abc"], ["comma-separated integers"]),
         (["train", "-f", "keras", "--variant", "nope"], ["unknown variant 'nope'", "baseline"]),
         (["train", "-f", "keras", "--epochs", "0"], ["epochs must be an integer from 1 to 100,000"]),
-        (["train", "-f", "keras", "--dataset", "chestmnist"], ["multi-label"]),
+        (["train", "-f", "keras", "--dataset", "organmnist3d"], ["3D dataset", "chestmnist"]),
         (["train", "-f", "keras", "--size", "32"], ["image size", "28, 64, 128, 224"]),
         (["train", "-f", "keras", "--output-activation", "relu"], ["'relu' is not one of"]),
         (["compare", "--variants", "baseline,bogus"], ["unknown variant 'bogus'"]),

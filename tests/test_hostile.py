@@ -84,6 +84,10 @@ def _bad_labels(tmp: Path) -> None:
     write_npz(tmp / "data" / "pathmnist.npz", **arrays)
 
 
+def _one_column_chest_labels(tmp: Path) -> None:
+    write_npz(tmp / "data" / "chestmnist.npz", **tiny_arrays(channels=1, n_classes=2))  # (N, 1), not (N, 14)
+
+
 def _record(tmp: Path, text: str) -> None:
     run = tmp / "old" / "lightning-000000000000-00000000-s0"
     run.mkdir(parents=True)
@@ -221,7 +225,6 @@ CASES = [
     Case("val-mode-unknown", T + " --val-mode kfold", "'kfold' is not one of"),
     Case("init-unknown", T + " --init he", "'he' is not one of"),
     Case("shuffle-unknown", T + " --shuffle sometimes", "'sometimes' is not one of"),
-    Case("dataset-multilabel", T + " --dataset chestmnist", "multi-label"),
     Case("dataset-unknown", T + " --dataset catmnist", "catmnist"),
     Case("size-unknown", T + " --size 32", "image size"),
     Case("accelerator-unknown", T + " --accelerator tpu", "'tpu' is not one of"),
@@ -237,6 +240,8 @@ CASES = [
          setup=_not_zip),
     Case("train-labels-out-of-range", "train -f lightning --data-dir {tmp}/data --runs-dir {runs}",
          "train_labels range over", setup=_bad_labels),
+    Case("train-multilabel-one-column", "train -f lightning --dataset chestmnist --data-dir {tmp}/data --runs-dir {runs}",
+         "must be (N, 14) label bits for chestmnist", setup=_one_column_chest_labels),
     # -- compare --
     Case("compare-seeds-text", C + " --seeds a,b", "seeds must be comma-separated integers"),
     Case("compare-seeds-empty", C + " --seeds ,", "seeds must list at least one value"),

@@ -1,14 +1,13 @@
 """`ftmed compare --executor ray` on a real two-node Ray cluster on this machine (CPU only).
 
-The cluster (a head and a second worker node, one CPU each) is started once for the module and torn down at
-the end. The grid is the same 2 variants x 2 frameworks x 2 seeds x 1 epoch as tests/test_compare_e2e.py;
+The cluster (the `cluster` fixture of conftest.py: a head and a second worker node, one CPU each) is
+started once for the module and torn down at the end. The grid is the same 2 variants x 2 frameworks x 2 seeds x 1 epoch as tests/test_compare_e2e.py;
 both executors must produce bitwise-identical test outputs and histories, since a Ray task runs the same
 worker code with the same thread count in a fresh process.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import signal
@@ -22,8 +21,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from ftmed.executors import DATA_CACHE
 from cli.main import app
+from conftest import SHIPPED_TO_RAY
 from ftmed_core.data import file_md5
 from ftmed_core.records import list_records
 
@@ -65,28 +64,6 @@ def test_an_unreachable_ray_head_is_one_line_not_minutes_of_retries(tiny_synth_d
         f"`ray start --head --port {port}` or check the address"]
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    """A real Ray cluster: head + one worker node, 1 CPU each, started from this process."""
-    pytest.importorskip("ray")
-    from ray.cluster_utils import Cluster
-
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    node = {"num_cpus": 1, "object_store_memory": 200 << 20}
-    cluster = Cluster(initialize_head=True, head_node_args={**node, "include_dashboard": False})
-    cluster.add_node(**node)
-    cluster.wait_for_nodes()
-    yield cluster
-    cluster.shutdown()
-    for md5 in _CACHED:  # the nodes' data copies (shared /tmp here, node-local on a real cluster)
-        shutil.rmtree(Path(tempfile.gettempdir()) / DATA_CACHE / md5, ignore_errors=True)
-    with contextlib.suppress(OSError):
-        (Path(tempfile.gettempdir()) / DATA_CACHE).rmdir()  # if nothing else is cached there
-
-
-_CACHED: list = []  # MD5s of data files the tests shipped to the cluster
-
-
 def _descendant_pids_titled(prefix: bytes) -> list[int]:
     """Processes started (indirectly) by this test process whose title starts with `prefix`."""
     me, found = os.getpid(), []
@@ -124,7 +101,7 @@ def _kill_first_task(killed: list, stop: threading.Event) -> None:
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the Ray worker to kill through /proc")
 def test_ray_grid_is_bitwise_identical_to_local_and_a_killed_worker_is_redone(cluster, tiny_synth_dir, tmp_path):
     common = ["compare", *GRID, "--data-dir", str(tiny_synth_dir)]
-    _CACHED.append(file_md5(tiny_synth_dir / "pathmnist.npz"))
+    SHIPPED_TO_RAY.append(file_md5(tiny_synth_dir / "pathmnist.npz"))
     local_runs, ray_runs = tmp_path / "local", tmp_path / "ray"
     result = CliRunner().invoke(app, [*common, "--runs-dir", str(local_runs), "--jobs", "2"])
     assert result.exit_code == 0, result.output
@@ -203,7 +180,7 @@ def test_the_data_file_arrives_md5_checked_through_the_object_store(cluster, tmp
     try:
         chunks = [ray.put(payload[:1 << 20]), ray.put(payload[1 << 20:])]
         good = {"name": source.name, "md5": file_md5(source), "size": len(payload), "chunks": chunks}
-        _CACHED.append(good["md5"])
+        SHIPPED_TO_RAY.append(good["md5"])
         fetch = ray.remote(max_retries=0)(materialize_data)
         folder = Path(ray.get(fetch.remote(good)))
         assert file_md5(folder / source.name) == good["md5"]

@@ -32,6 +32,8 @@ class LocalExecutor:
 
 def run_all(todo: list, runtime, source: dict, runs_dir: Path, jobs: int) -> list:
     """Run `todo` in worker processes, `jobs` at a time, with an overall bar and per-run epoch bars.
+    Each worker loads the data file its config names; `source` describes it for a crash record (a job's
+    own `source` first: a grid over several files).
 
     Returns the jobs a worker found claimed by another process (not trained here, no record written).
     """
@@ -82,7 +84,7 @@ def run_all(todo: list, runtime, source: dict, runs_dir: Path, jobs: int) -> lis
                         continue
                     if proc.returncode != 0:
                         tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
-                        record_crash(job, runtime, source, runs_dir,
+                        record_crash(job, runtime, job.source or source, runs_dir,
                                      f"worker process died (exit code {proc.returncode}): {tail[0]} "
                                      f"(log: {log_path})")
                     report_done(console, job, runs_dir, bool(done.get("reused")))

@@ -5,8 +5,8 @@
   compute the same bits;
 - resources are declared per task from the runtime: `num_cpus` = threads per run, `num_gpus` = devices when
   the run uses GPUs (the task then sees only the GPUs Ray gave it, and none otherwise);
-- no shared filesystem: the data file travels through Ray's object store (read in 32 MiB chunks, put once,
-  cached per node and MD5-checked on arrival); the run trains into a node-local temp folder and returns its
+- no shared filesystem: each data file travels through Ray's object store (read in 32 MiB chunks, put once
+  per study however many runs and files the grid has, cached per node and MD5-checked on arrival); the run trains into a node-local temp folder and returns its
   record, arrays, history, log and the framework's files (those over `max_artifact_bytes` stay behind and
   are listed in the record) to the driver, which writes them with the core's atomic record writers,
   record last;
@@ -98,14 +98,20 @@ class RayExecutor:
             cpus, gpus = _task_resources(ray, runtime)
             console = Console(stderr=True)
             console.print(_cluster_line(ray, cpus, gpus), highlight=False)
-            data = _put_file(ray, Path(data_path), source["md5"])
+            # Each data file goes into the object store once per study, whatever the number of runs on it
+            # (and is fetched once per node: `materialize_data` caches it there by MD5).
+            files: dict = {}
+            for job in todo:
+                md5 = (job.source or source)["md5"]
+                if md5 not in files:
+                    files[md5] = _put_file(ray, Path(job.data_path or data_path), md5)
             box = _progress_box(ray)
             task = ray.remote(max_calls=1, max_retries=0, retry_exceptions=False)(train_in_task).options(
                 name=TASK_NAME, num_cpus=cpus, num_gpus=gpus)
             for job in todo:
                 spec = {"framework": job.framework, "config": job.config.to_dict(), "runtime": runtime.to_dict(),
                         "run_key": job.run_key, "gpus": gpus, "max_artifact_bytes": self.max_artifact_bytes}
-                refs[task.remote(spec, data, box)] = job
+                refs[task.remote(spec, files[(job.source or source)["md5"]], box)] = job
             self._collect(ray, refs, box, runtime, source, Path(runs_dir), console, claims)
         except KeyboardInterrupt:
             for ref in refs:
@@ -138,9 +144,9 @@ class RayExecutor:
                 for ref in ready:
                     job = refs.pop(ref)
                     try:
-                        write_result(job, ray.get(ref), runtime, source, runs_dir)
+                        write_result(job, ray.get(ref), runtime, job.source or source, runs_dir)
                     except ray.exceptions.RayError as exc:
-                        record_failed(job, runtime, source, runs_dir, describe_ray_error(exc))
+                        record_failed(job, runtime, job.source or source, runs_dir, describe_ray_error(exc))
                     claims.pop(job.run_key).release()  # written: another study may now read or redo it
                     if job.run_key in bars:
                         progress.remove_task(bars.pop(job.run_key))
