@@ -134,7 +134,7 @@ def _check(payload: bytes, record: RunRecord, run_dir: Path, with_preprocessing:
 
     from ftmed_core.data import preprocess_images
     from ftmed_core.losses import activate
-    from ftmed_core.metrics import accuracy
+    from ftmed_core.metrics import accuracy, multilabel_accuracy
 
     reference = np.load(run_dir / "test_logits.npy")
     labels = np.load(run_dir / "test_labels.npy")
@@ -154,7 +154,8 @@ def _check(payload: bytes, record: RunRecord, run_dir: Path, with_preprocessing:
     x = np.asarray(images) if with_preprocessing else preprocess_images(images)
     logits = session.run(["logits"], {"input": x})[0]
     gap = float(np.max(np.abs(logits.astype(np.float64) - reference))) if len(labels) else 0.0
-    onnx_accuracy = accuracy(activate(logits, record.experiment.output_activation), labels)
+    multi_label, head = head_of(record)
+    onnx_accuracy = (multilabel_accuracy if multi_label else accuracy)(activate(logits, head), labels)
     result.update(onnxruntime_test_accuracy=float(onnx_accuracy), max_abs_logit_diff=gap)
     if not gap <= result["logit_tolerance"]:
         raise RunError(f"run {run_dir.name}: ONNX Runtime's logits differ from the run's test logits by {gap:.2e}"
@@ -163,6 +164,14 @@ def _check(payload: bytes, record: RunRecord, run_dir: Path, with_preprocessing:
         raise RunError(f"run {run_dir.name}: ONNX Runtime's test accuracy {onnx_accuracy:.6f} differs from the "
                        f"run's {result['run_test_accuracy']:.6f}; nothing written")
     return result
+
+
+def head_of(record: RunRecord) -> tuple[bool, str]:
+    """(multi-label?, the activation the run's output layer applied): on a multi-label dataset a softmax
+    head is one sigmoid per label (`ftmed_core.tasks.head_for`), and the exported graph does the same."""
+    from ftmed_core.tasks import head_for
+
+    return head_for(record.experiment.dataset, record.experiment.output_activation)
 
 
 def _check_writable(folder: Path) -> None:
@@ -182,7 +191,7 @@ def _run_child(record: RunRecord, run_dir: Path, raw_path: Path, with_preprocess
         env["CUDA_VISIBLE_DEVICES"] = env.get("CUDA_VISIBLE_DEVICES", "")  # the exporters trace on the CPU
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     job = {"framework": framework, "run_dir": str(run_dir), "path": str(raw_path),
-           "output_activation": record.experiment.output_activation,
+           "output_activation": head_of(record)[1],
            "input_dim": int(record.data["input_dim"]),
            "image_shape": list(image_shape(record.data)) if with_preprocessing else None}
     done = subprocess.run([sys.executable, "-m", "ftmed.onnx_export", json.dumps(job)], env=env,
@@ -212,7 +221,7 @@ def _finish(raw_path: Path, record: RunRecord, with_preprocessing: bool) -> byte
     metadata = {"ftmed_version": __version__, "framework": canonical(record.framework), "run_key": record.run_key,
                 "config_hash": record.experiment.config_hash(), "data_md5": str(record.data.get("md5", "")),
                 "test_accuracy": repr(float(record.test["accuracy"])),
-                "output_activation": record.experiment.output_activation,
+                "output_activation": head_of(record)[1],
                 "preprocessing": "uint8 / 255 (float32), flattened" if with_preprocessing else "none"}
     del model.metadata_props[:]
     for key, value in metadata.items():

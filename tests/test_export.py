@@ -220,3 +220,26 @@ def test_a_missing_exporter_package_is_one_line(trained, monkeypatch):
     _, runs, _ = trained
     monkeypatch.setattr(onnx_export, "_installed", lambda module: module != "onnxruntime")
     _fails([runs["lightning"]], "ftmed export needs onnxruntime: pip install 'ftmed[export]'")
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_a_multi_label_run_exports_its_sigmoid_head(tmp_path, framework):
+    """ChestMNIST: the baseline's softmax is one sigmoid per finding in training, and so in the graph;
+    the check on the test split counts label bits (medmnist's multi-label accuracy)."""
+    from ftmed_core.metrics import multilabel_accuracy
+
+    write_synthetic(tmp_path / "data", "chestmnist", 28, scale=0.005, seed=2)
+    key = ftmed.train("baseline", framework=framework, dataset="chestmnist", epochs=1,
+                      data_dir=tmp_path / "data", runs_dir=tmp_path / "runs").run_key
+    run_dir = tmp_path / "runs" / key
+    [path] = ftmed.export(run_dir, with_preprocessing=True)
+    raw = np.load(tmp_path / "data" / "chestmnist.npz")["test_images"]
+    logits, probabilities = _session(path).run(None, {"input": raw})
+    np.testing.assert_allclose(probabilities, activate(logits, "sigmoid"), atol=1e-6)
+    labels = np.load(run_dir / "test_labels.npy")
+    assert labels.shape[1:] == (14,)
+    record = json.loads((run_dir / "record.json").read_text())
+    assert multilabel_accuracy(probabilities, labels) == record["test"]["accuracy"]
+    checked = json.loads((run_dir / "export.json").read_text())
+    assert checked["onnxruntime_test_accuracy"] == record["test"]["accuracy"]
+    assert {p.key: p.value for p in onnx.load(str(path)).metadata_props}["output_activation"] == "sigmoid"
