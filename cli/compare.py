@@ -93,7 +93,7 @@ def print_table(rows, records, margin: float = 1.0, heading: str | None = None) 
     from rich.console import Console
     from rich.table import Table
 
-    from ftmed_core.report import (
+    from ftmed.reporting.rows import (
         compared_with_lightning, difference_columns, frameworks_in, power_notes, table_cells, table_columns, title,
         vs_baseline_columns,
     )

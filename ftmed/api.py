@@ -17,7 +17,7 @@ from typing import Callable, Iterable, Sequence, Union
 from ftmed_core.config import ExperimentConfig, RuntimeConfig
 from ftmed_core.errors import ConfigError
 from ftmed_core.records import RunRecord
-from ftmed_core.report import DEFAULT_MARGIN
+from ftmed.reporting.rows import DEFAULT_MARGIN
 from ftmed_core.variants import Variant
 
 from ftmed.adapters import check_runtime, framework_train, require_framework, runtime_needs_check
@@ -345,7 +345,7 @@ def compare(
     from ftmed_core.data import ensure_data, load_npz, prepare
     from ftmed_core.frameworks import parse_frameworks
     from ftmed_core.records import RECORD_FILE
-    from ftmed_core.report import check_margin, render
+    from ftmed.reporting.rows import check_margin, render
     from ftmed_core.runner import data_summary, resolve_threads
 
     from ftmed.tracking import prepare_store, resolve_uri
@@ -421,7 +421,7 @@ def report(runs_dir: str | Path = "runs", margin: float = DEFAULT_MARGIN, out_di
         >>> outputs = ftmed.report("runs")
         >>> outputs["markdown"], [str(e) for e in outputs["damaged"]]
     """
-    from ftmed_core.report import render
+    from ftmed.reporting.rows import render
 
     return render(Path(runs_dir), None, margin, out_dir=out_dir, predictions=predictions)
 

@@ -1,6 +1,6 @@
 """`Comparison`: a set of run records and everything the report derives from them, as Python objects.
 
-The tables are built from the report's own rows (`ftmed_core.report.build_rows`) and its CSV, so whatever
+The tables are built from the report's own rows (`ftmed.reporting.rows.build_rows`) and its CSV, so whatever
 columns the report has, the DataFrame has; the figures are the report's plots as matplotlib `Figure`s.
 """
 
@@ -12,7 +12,7 @@ from functools import cached_property
 from pathlib import Path
 
 from ftmed_core.records import RunRecord
-from ftmed_core.report import DEFAULT_MARGIN
+from ftmed.reporting.rows import DEFAULT_MARGIN
 
 
 def _pandas():
@@ -74,14 +74,14 @@ class Comparison:
 
     @cached_property
     def rows(self) -> list:
-        """The report's rows (`ftmed_core.report.Row`), one per variant."""
-        from ftmed_core.report import build_rows
+        """The report's rows (`ftmed.reporting.rows.Row`), one per variant."""
+        from ftmed.reporting.rows import build_rows
 
         return build_rows(self.records, self.margin, self.baseline)
 
     @property
     def title(self) -> str:
-        from ftmed_core.report import title
+        from ftmed.reporting.rows import title
 
         return title(self.records)
 
@@ -99,7 +99,7 @@ class Comparison:
         """The comparison as a pandas DataFrame, one row per variant (index), the report's CSV columns
         (accuracies in %, AUC, loss, timings per framework, the L−K difference and its CI, TOST, vs baseline).
         `table.attrs["title"]` carries the report's title (it says SYNTHETIC where it applies)."""
-        from ftmed_core.report import to_csv
+        from ftmed.reporting.rows import to_csv
 
         frame = _pandas().read_csv(io.StringIO(to_csv(self.rows)), index_col="variant")
         frame.attrs["title"] = self.title
@@ -122,14 +122,14 @@ class Comparison:
     @property
     def markdown(self) -> str:
         """The report's markdown (what `comparison.md` holds)."""
-        from ftmed_core.report import to_markdown
+        from ftmed.reporting.rows import to_markdown
 
         return to_markdown(self.rows, self.records, self.margin)
 
     def figures(self) -> dict:
         """The report's plots as matplotlib `Figure`s (they display inline in a notebook), keyed by the name
         of their PNG: `accuracy_bars`, `curves_<variant>`, `confusion_<framework>` (the baseline's)."""
-        from ftmed_core import plots
+        from ftmed.reporting import plots
 
         _inline_figures()
 
@@ -146,7 +146,7 @@ class Comparison:
 
     def write(self) -> dict:
         """Write every report output into `runs_dir` (what `ftmed report` writes) and return their paths."""
-        from ftmed_core.report import render
+        from ftmed.reporting.rows import render
 
         self.outputs = render(self.runs_dir, self.records, self.margin, self.baseline)
         self.__dict__["rows"] = self.outputs["rows"]

@@ -682,7 +682,7 @@ def _usable(records: list[RunRecord], runs_dir: Path) -> tuple[list[RunRecord], 
 def _plot_group(runs_dir: Path, records: list[RunRecord], rows: list[Row], baseline: str, plot_dir: Path) -> list:
     subtitle = " [SYNTHETIC DATA]" if any(r.synthetic for r in records) else ""
     plot_dir.mkdir(parents=True, exist_ok=True)
-    from ftmed_core import plots
+    from ftmed.reporting import plots
 
     drawn = [plots.curves(records, row.variant, plot_dir, subtitle) for row in rows]
     drawn.append(plots.accuracy_bars(rows, plot_dir, subtitle))
