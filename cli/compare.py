@@ -93,8 +93,9 @@ def print_table(rows, records, margin: float = 1.0, heading: str | None = None) 
     from rich.console import Console
     from rich.table import Table
 
-    from ftmed.reporting.rows import (
-        compared_with_lightning, difference_columns, frameworks_in, power_notes, table_cells, table_columns, title,
+    from ftmed.reporting.rows import power_notes
+    from ftmed.reporting.tables import (
+        compared_with_lightning, difference_columns, frameworks_in, table_cells, table_columns, title,
         vs_baseline_columns,
     )
 

@@ -345,7 +345,8 @@ def compare(
     from ftmed_core.data import ensure_data, load_npz, prepare
     from ftmed_core.frameworks import parse_frameworks
     from ftmed_core.records import RECORD_FILE
-    from ftmed.reporting.rows import check_margin, render
+    from ftmed.reporting.render import render
+    from ftmed.reporting.rows import check_margin
     from ftmed_core.runner import data_summary, resolve_threads
 
     from ftmed.tracking import prepare_store, resolve_uri
@@ -421,7 +422,7 @@ def report(runs_dir: str | Path = "runs", margin: float = DEFAULT_MARGIN, out_di
         >>> outputs = ftmed.report("runs")
         >>> outputs["markdown"], [str(e) for e in outputs["damaged"]]
     """
-    from ftmed.reporting.rows import render
+    from ftmed.reporting.render import render
 
     return render(Path(runs_dir), None, margin, out_dir=out_dir, predictions=predictions)
 

@@ -81,7 +81,7 @@ class Comparison:
 
     @property
     def title(self) -> str:
-        from ftmed.reporting.rows import title
+        from ftmed.reporting.tables import title
 
         return title(self.records)
 
@@ -99,7 +99,7 @@ class Comparison:
         """The comparison as a pandas DataFrame, one row per variant (index), the report's CSV columns
         (accuracies in %, AUC, loss, timings per framework, the L−K difference and its CI, TOST, vs baseline).
         `table.attrs["title"]` carries the report's title (it says SYNTHETIC where it applies)."""
-        from ftmed.reporting.rows import to_csv
+        from ftmed.reporting.tables import to_csv
 
         frame = _pandas().read_csv(io.StringIO(to_csv(self.rows)), index_col="variant")
         frame.attrs["title"] = self.title
@@ -122,7 +122,7 @@ class Comparison:
     @property
     def markdown(self) -> str:
         """The report's markdown (what `comparison.md` holds)."""
-        from ftmed.reporting.rows import to_markdown
+        from ftmed.reporting.tables import to_markdown
 
         return to_markdown(self.rows, self.records, self.margin)
 
@@ -146,7 +146,7 @@ class Comparison:
 
     def write(self) -> dict:
         """Write every report output into `runs_dir` (what `ftmed report` writes) and return their paths."""
-        from ftmed.reporting.rows import render
+        from ftmed.reporting.render import render
 
         self.outputs = render(self.runs_dir, self.records, self.margin, self.baseline)
         self.__dict__["rows"] = self.outputs["rows"]

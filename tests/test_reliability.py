@@ -129,7 +129,7 @@ def test_train_of_a_run_in_flight_is_one_line(tmp_path, tiny_synth_dir):
 def test_reports_are_written_by_one_process_at_a_time(tmp_path, tiny_synth_dir):
     import threading
 
-    from ftmed.reporting.rows import render
+    from ftmed.reporting.render import render
 
     runs = tmp_path / "runs"
     _populate(runs, tiny_synth_dir)
