@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 
 from ftmed_core.records import RunRecord
@@ -72,12 +71,20 @@ class Comparison:
     missing: int = 0
     damaged: list = field(default_factory=list, repr=False)
 
-    @cached_property
-    def rows(self) -> list:
-        """The report's rows (`ftmed.reporting.rows.Row`), one per variant."""
-        from ftmed.reporting.rows import build_rows
+    # The rows built from `records` when no written report holds them (see `rows`), built once.
+    _built_rows: list | None = field(default=None, init=False, repr=False, compare=False)
 
-        return build_rows(self.records, self.margin, self.baseline)
+    @property
+    def rows(self) -> list:
+        """The report's rows (`ftmed.reporting.rows.Row`), one per variant: those the written report was
+        rendered from (`outputs["rows"]`, after `compare` or `write()`), else built from `records` once."""
+        if "rows" in self.outputs:
+            return self.outputs["rows"]
+        if self._built_rows is None:
+            from ftmed.reporting.rows import build_rows
+
+            self._built_rows = build_rows(self.records, self.margin, self.baseline)
+        return self._built_rows
 
     @property
     def title(self) -> str:
@@ -149,7 +156,6 @@ class Comparison:
         from ftmed.reporting.render import render
 
         self.outputs = render(self.runs_dir, self.records, self.margin, self.baseline)
-        self.__dict__["rows"] = self.outputs["rows"]
         return self.outputs
 
     def _repr_markdown_(self) -> str:
