@@ -114,7 +114,6 @@ def train(
         >>> record.test["accuracy"], record.history["val_acc"]
     """
     from ftmed_core.config import check_model_fits
-    from ftmed_core.data import ensure_data, load_npz, prepare
     from ftmed_core.user_variants import apply_fields
 
     from ftmed.tracking import finish_run, prepare_store, resolve_uri
@@ -139,8 +138,7 @@ def train(
     fit = framework_train(framework, runtime)
     check_runtime(framework, runtime)
     if data is None:
-        path = ensure_data(config.dataset, config.size, config.data_dir)
-        data = prepare(load_npz(path, config.dataset, config.size), config.val_mode, config.val_fraction)
+        data = load_data(config.data_dir, config.dataset, config.size, config.val_mode, config.val_fraction)
     check_model_fits(config, data.input_dim, data.n_classes)
     if on_start is not None:
         on_start(config)
@@ -310,19 +308,20 @@ def load_runs(runs_dir: str | Path = "runs", margin: float = DEFAULT_MARGIN, dat
 def load_data(data_dir: str | Path | None = None, dataset: str = "pathmnist", size: int = 28,
               val_mode: str = "holdout", val_fraction: float = 0.2):
     """The data every run trains on, as both frameworks receive it: a validated MedMNIST file (downloaded,
-    MD5-checked, if missing), pixels / 255 flattened, the holdout (Keras's `validation_split`) or official
-    validation rows. Returns an `ExperimentData` (`x_train`, `y_train`, `x_val`, ..., `class_names`,
-    `label`, `synthetic`).
+    MD5-checked, if missing, with a progress bar on a terminal's stderr), pixels / 255 flattened, the
+    holdout (Keras's `validation_split`) or official validation rows. Returns an `ExperimentData`
+    (`x_train`, `y_train`, `x_val`, ..., `class_names`, `label`, `synthetic`).
 
     Example:
         >>> data = ftmed.load_data("data/synthetic")
         >>> data.x_train.shape, data.label
     """
-    from ftmed_core.data import load_experiment_data
+    from ftmed_core.data import load_npz, prepare
 
-    config = ExperimentConfig(dataset=dataset, size=size, val_mode=val_mode, val_fraction=val_fraction,
-                              data_dir=str(data_dir) if data_dir is not None else None)
-    return load_experiment_data(config)
+    from ftmed.planning import fetch_data_file
+
+    path = fetch_data_file(dataset, size, str(data_dir) if data_dir is not None else None)
+    return prepare(load_npz(path, dataset, size), val_mode, val_fraction)
 
 
 def synthesize(out: str | Path = "data/synthetic", scale: float = 1.0, *, dataset: str = "pathmnist", size: int = 28,

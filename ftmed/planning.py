@@ -146,18 +146,26 @@ class GridData:
     source: dict
 
 
-def load_grid_data(first: ExperimentConfig, dataset: str | None, size: int | None, data_dir) -> GridData:
-    """The grid's data file (downloaded with a progress bar if missing), validated and split once with the
-    first variant's validation mode, before anything is written."""
-    from ftmed_core.data import ensure_data, load_npz, prepare
-    from ftmed_core.runner import data_summary
+def fetch_data_file(dataset: str, size: int, data_dir) -> Path:
+    """The path of the data file for `dataset` at `size` in `data_dir` (None: $FTMED_DATA_DIR or
+    ~/.medmnist), downloaded and MD5-checked if missing, with a progress bar on a terminal's stderr."""
+    from ftmed_core.data import ensure_data
 
     from ftmed.console import progress_bar
 
-    ds, sz = dataset or first.dataset, size or first.size
     progress, update = progress_bar("downloading")
     with progress:
-        path = ensure_data(ds, sz, data_dir, progress=update)
+        return ensure_data(dataset, size, data_dir, progress=update)
+
+
+def load_grid_data(first: ExperimentConfig, dataset: str | None, size: int | None, data_dir) -> GridData:
+    """The grid's data file (`fetch_data_file`), validated and split once with the first variant's
+    validation mode, before anything is written."""
+    from ftmed_core.data import load_npz, prepare
+    from ftmed_core.runner import data_summary
+
+    ds, sz = dataset or first.dataset, size or first.size
+    path = fetch_data_file(ds, sz, data_dir)
     raw = load_npz(path, ds, sz)
     prepared = prepare(raw, first.val_mode, first.val_fraction)
     return GridData(path, raw.md5, prepared, data_summary(prepared))
