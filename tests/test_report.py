@@ -86,6 +86,7 @@ def test_render_writes_every_output_and_marks_synthetic(populated):
     assert len(outputs["predictions"]) == 12
 
 
+@pytest.mark.slow
 def test_predictions_rescored_by_medmnist_evaluate(populated, tiny_synth_dir, tmp_path):
     """`python -m medmnist evaluate FILE` recomputes the recorded AUC and accuracy independently."""
     outputs = render(populated)
