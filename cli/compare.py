@@ -50,35 +50,30 @@ def compare(
     """Run variants x frameworks x seeds (resumable) and write the cross-framework comparison."""
     import ftmed
 
-    if datasets is not None or sizes is not None:
-        grid = ftmed.compare(
-            variants=variants, frameworks=frameworks, seeds=seeds, epochs=epochs, datasets=datasets or "pathmnist",
-            sizes=sizes or "28", data_dir=data_dir, runs_dir=runs_dir, variants_file=variants_file, jobs=jobs,
-            threads=threads, accelerator=value(accelerator), devices=devices, precision=value(precision),
-            steps_per_execution=steps_per_execution, cuda_graphs=cuda_graphs, margin=margin, shuffle=value(shuffle),
-            tensorboard=tensorboard, mlflow=mlflow_target(mlflow, mlflow_uri), executor=value(executor),
-            address=address, dataset=dataset, size=size, atlas=atlas, export=export,
-        )
-        bad = False
-        for (name, image_size), comparison in grid.items():
-            print_table(comparison.outputs["rows"], comparison.records, margin, f"{name} {image_size} px")
-            bad = bad or bool(comparison.failed or comparison.outputs["damaged"] or comparison.missing)
-        typer.echo(f"wrote {len(grid)} data files' runs and tables into {runs_dir} (ftmed report {runs_dir})")
-        if atlas:
-            typer.echo(f"wrote the atlas: {runs_dir / 'atlas.md'}, atlas.csv, atlas.png")
-        if _exports_failed(grid) or bad:
-            raise typer.Exit(1)
-        return
-    comparison = ftmed.compare(
+    several = datasets is not None or sizes is not None  # then a dict {(dataset, size): Comparison}
+    result = ftmed.compare(
         variants=variants, frameworks=frameworks, seeds=seeds, epochs=epochs, dataset=dataset, size=size,
         data_dir=data_dir, runs_dir=runs_dir, variants_file=variants_file, jobs=jobs, threads=threads,
         accelerator=value(accelerator), devices=devices, precision=value(precision),
         steps_per_execution=steps_per_execution, cuda_graphs=cuda_graphs, margin=margin, shuffle=value(shuffle),
         tensorboard=tensorboard, mlflow=mlflow_target(mlflow, mlflow_uri), executor=value(executor),
-        address=address, export=export,
+        address=address, datasets=(datasets or "pathmnist") if several else None,
+        sizes=(sizes or "28") if several else None, atlas=atlas, export=export,
     )
+    if several:
+        bad = False
+        for (name, image_size), comparison in result.items():
+            print_table(comparison.rows, comparison.records, margin, f"{name} {image_size} px")
+            bad = bad or bool(comparison.failed or comparison.outputs["damaged"] or comparison.missing)
+        typer.echo(f"wrote {len(result)} data files' runs and tables into {runs_dir} (ftmed report {runs_dir})")
+        if atlas:
+            typer.echo(f"wrote the atlas: {runs_dir / 'atlas.md'}, atlas.csv, atlas.png")
+        if _exports_failed(result) or bad:
+            raise typer.Exit(1)
+        return
+    comparison = result
     outputs, records = comparison.outputs, comparison.records
-    print_table(outputs["rows"], records, margin)
+    print_table(comparison.rows, records, margin)
     typer.echo(f"wrote {outputs['markdown']}, {outputs['csv'].name}, {outputs['json'].name}, "
                f"{len(outputs['plots'])} plots in {runs_dir / 'plots'}, "
                f"{len(outputs['predictions'])} medmnist prediction files in {runs_dir / 'predictions'}")
@@ -103,8 +98,9 @@ def print_table(rows, records, margin: float = 1.0, heading: str | None = None) 
     from rich.console import Console
     from rich.table import Table
 
-    from ftmed_core.report import (
-        compared_with_lightning, difference_columns, frameworks_in, power_notes, table_cells, table_columns, title,
+    from ftmed.reporting.rows import power_notes
+    from ftmed.reporting.tables import (
+        compared_with_lightning, difference_columns, frameworks_in, table_cells, table_columns, title,
         vs_baseline_columns,
     )
 

@@ -55,7 +55,7 @@ ShuffleOpt = Annotated[
 
 
 def _check_margin(margin: float) -> float:
-    from ftmed_core.report import check_margin
+    from ftmed.reporting.rows import check_margin
 
     try:
         return check_margin(margin)

@@ -1,7 +1,8 @@
-"""`ftmed train`: train one configuration in one framework and print a short summary."""
+"""`ftmed train`: parse the options into a config and a runtime, call `ftmed.train`, print a short summary."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -57,9 +58,7 @@ def train(
 ) -> None:
     """Train one configuration and print test accuracy, AUC, loss, training time and the run directory."""
     import ftmed
-    from ftmed.console import progress_bar
     from ftmed_core.config import RuntimeConfig
-    from ftmed_core.data import ensure_data, load_npz, prepare
     from ftmed_core.variants import get_variant
 
     config = apply_overrides(
@@ -73,10 +72,8 @@ def train(
     runtime = RuntimeConfig(accelerator=value(accelerator), devices=devices, strategy=strategy,
                             precision=value(precision), threads=threads, tensorboard=tensorboard,
                             steps_per_execution=steps_per_execution, cuda_graphs=cuda_graphs)
-    progress, update = progress_bar("downloading")
-    with progress:
-        path = ensure_data(config.dataset, config.size, config.data_dir, progress=update)
-    data = prepare(load_npz(path, config.dataset, config.size), config.val_mode, config.val_fraction)
+    # Loaded here, not inside ftmed.train, because the start line names the data (synthetic or not).
+    data = ftmed.load_data(config.data_dir, config.dataset, config.size, config.val_mode, config.val_fraction)
     fw = value(framework)
 
     def on_start(config) -> None:  # after every check: an invalid request prints only its error line
@@ -89,7 +86,7 @@ def train(
                    f"val_loss {values['val_loss']:.4f} val_acc {values['val_acc']:.4f} "
                    f"({values['epoch_seconds']:.1f} s)")
 
-    started = __import__("time").time()
+    started = time.time()
     record = ftmed.train(config, framework=fw, runtime=runtime, runs_dir=runs_dir, data=data, force=force,
                          on_epoch=on_epoch, on_start=on_start, mlflow=mlflow_target(mlflow, mlflow_uri))
     run_dir = runs_dir / record.run_key

@@ -2,36 +2,28 @@
 
 Layering: this package sits where the CLI does. It imports the core at module level and each framework
 only inside the function that trains with it, so `import ftmed` imports neither torch nor TensorFlow.
+`compare`'s steps (check the request, load the data, settle the runtime, train, read the report back)
+are the named functions of `ftmed.planning`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Iterable, Sequence, Union
+from typing import Callable, Iterable, Sequence
 
 from ftmed_core.config import ExperimentConfig, RuntimeConfig
 from ftmed_core.errors import ConfigError
 from ftmed_core.records import RunRecord
-from ftmed_core.report import DEFAULT_MARGIN
 from ftmed_core.variants import Variant
 
-from ftmed.adapters import check_runtime, framework_train, require_framework, runtime_needs_check
+from ftmed.adapters import check_runtime, framework_train
 from ftmed.comparison import Comparison
+from ftmed.planning import VariantLike, check_runs_dir, choose_variants, in_notebook
+from ftmed.reporting.rows import DEFAULT_MARGIN
 
-VariantLike = Union[str, Variant, ExperimentConfig]
 PROTOCOL_FIELDS = ("epochs", "seed", "data_dir", "dataset", "size")
-
-
-def in_notebook() -> bool:
-    """True inside a Jupyter kernel (where progress shows as a notebook widget, not terminal escapes)."""
-    ipython = sys.modules.get("IPython")
-    shell = ipython.get_ipython() if ipython is not None else None
-    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
 
 
 def variants(group: str | Sequence[str] = "all", file: str | Path | None = None) -> list[Variant]:
@@ -65,48 +57,6 @@ def load_variants(path: str | Path) -> list[Variant]:
     from ftmed_core.user_variants import load_variants_file
 
     return load_variants_file(path)
-
-
-def _as_variant(item: VariantLike, extra: list[Variant]) -> list[Variant]:
-    from ftmed_core.user_variants import select
-
-    if isinstance(item, Variant):
-        return [item]
-    if isinstance(item, ExperimentConfig):
-        return [Variant(item, "from Python", "python")]
-    if isinstance(item, str):
-        return select(item, extra)
-    raise ConfigError(f"a variant is a name, a Variant or an ExperimentConfig, got {type(item).__name__}")
-
-
-def _select(spec, variants_file) -> list[Variant]:
-    from ftmed_core.user_variants import load_variants_file, select
-
-    extra = load_variants_file(variants_file) if variants_file is not None else []
-    if spec is None or isinstance(spec, str):
-        return select(spec, extra)
-    chosen: list[Variant] = []
-    for item in spec:
-        for variant in _as_variant(item, extra):
-            if variant.name not in {c.name for c in chosen}:
-                chosen.append(variant)
-    if not chosen:
-        raise ConfigError("no variants selected")
-    return chosen
-
-
-def check_runs_dir(runs_dir: str | Path) -> Path:
-    """`runs_dir` as a Path; ConfigError when it exists but is not a readable, writable folder (a regular
-    file, say), so no run is claimed or trained into it."""
-    runs_dir = Path(runs_dir)
-    existing = next((p for p in (runs_dir, *runs_dir.parents) if p.exists()), None)
-    if existing is not None and existing != runs_dir and not existing.is_dir():
-        raise ConfigError(f"runs directory {runs_dir} cannot be created: {existing} is a file, not a folder; "
-                          f"pass --runs-dir a folder")
-    if runs_dir.exists() and not (runs_dir.is_dir() and os.access(runs_dir, os.R_OK | os.W_OK | os.X_OK)):
-        what = "a file, not a folder" if runs_dir.is_file() else "not a readable, writable folder"
-        raise ConfigError(f"runs directory {runs_dir} is {what}; pass --runs-dir a folder (it is created if missing)")
-    return runs_dir
 
 
 def _epoch_bar(total: int, description: str):
@@ -164,12 +114,11 @@ def train(
         >>> record.test["accuracy"], record.history["val_acc"]
     """
     from ftmed_core.config import check_model_fits
-    from ftmed_core.data import ensure_data, load_npz, prepare
     from ftmed_core.user_variants import apply_fields
 
     from ftmed.tracking import finish_run, prepare_store, resolve_uri
 
-    base = _select([config], None)[0].config if not isinstance(config, ExperimentConfig) else config
+    base = choose_variants([config], None)[0].config if not isinstance(config, ExperimentConfig) else config
     changed = apply_fields(base, fields) if fields else base
     if changed != base:
         changed = replace(changed, name=f"{base.name}+{changed.describe_changes(base)}")
@@ -189,8 +138,7 @@ def train(
     fit = framework_train(framework, runtime)
     check_runtime(framework, runtime)
     if data is None:
-        path = ensure_data(config.dataset, config.size, config.data_dir)
-        data = prepare(load_npz(path, config.dataset, config.size), config.val_mode, config.val_fraction)
+        data = load_data(config.data_dir, config.dataset, config.size, config.val_mode, config.val_fraction)
     check_model_fits(config, data.input_dim, data.n_classes)
     if on_start is not None:
         on_start(config)
@@ -214,51 +162,6 @@ def train(
     if runtime.mlflow and not reused:  # a reused run was logged (or not) when it trained
         finish_run(record, Path(runs_dir) / record.run_key, runtime.mlflow)
     return record
-
-
-@contextlib.contextmanager
-def _notebook_grid_bar(todo: list, runs_dir: Path):
-    """In a notebook, a widget progress bar over the grid's runs (the grid runner's own bar is for terminals):
-    a background thread counts the run records written since the grid started. Elsewhere: nothing."""
-    if not (in_notebook() and todo):
-        yield
-        return
-    import threading
-
-    from tqdm.auto import tqdm
-
-    from ftmed_core.records import RECORD_FILE
-
-    started, stop = time.time(), threading.Event()
-    bar = tqdm(total=len(todo), desc="runs", unit="run")
-
-    def done() -> int:
-        paths = (runs_dir / job.run_key / RECORD_FILE for job in todo)
-        return sum(1 for p in paths if p.is_file() and p.stat().st_mtime >= started)
-
-    def poll() -> None:
-        while not stop.wait(0.5):
-            bar.update(done() - bar.n)
-
-    thread = threading.Thread(target=poll, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
-        bar.update(done() - bar.n)
-        bar.close()
-
-
-def _as_list(value, what: str, cast=str) -> list:
-    if isinstance(value, str):
-        from ftmed.console import parse_int_list
-
-        return parse_int_list(value, what) if cast is int else [v.strip() for v in value.split(",") if v.strip()]
-    if isinstance(value, int):
-        return [value]
-    return [cast(v) for v in value]
 
 
 def compare(
@@ -331,7 +234,7 @@ def compare(
         >>> comparison.table
         >>> comparison.figures()["accuracy_bars"]
     """
-    from ftmed.onnx_export import attach_exports, check_format, export_finished
+    from ftmed.onnx_export import attach_exports, check_format
 
     if export is not None:
         check_format(export)  # before anything trains
@@ -347,79 +250,23 @@ def compare(
             steps_per_execution=steps_per_execution, cuda_graphs=cuda_graphs, margin=margin, shuffle=shuffle,
             tensorboard=tensorboard, mlflow=mlflow, executor=executor, address=address, quiet=quiet, atlas=atlas),
             runs_dir, export)
-    from ftmed.grid import check_distinct_seeds, default_jobs, plan, read_planned, run_study
-    from ftmed.console import progress_bar
-    from ftmed.executors import make_executor
-    from ftmed_core.config import MAX_SEED, check_epochs, check_model_fits
-    from ftmed_core.data import ensure_data, load_npz, prepare
-    from ftmed_core.frameworks import parse_frameworks
-    from ftmed_core.records import RECORD_FILE
-    from ftmed_core.report import check_margin, render
-    from ftmed_core.runner import data_summary, resolve_threads
+    from ftmed.grid import plan
+    from ftmed.planning import check_request, grid_runtime, load_grid_data, read_comparison, run_grid
 
-    from ftmed.tracking import prepare_store, resolve_uri
-
-    say = (lambda text: None) if quiet else print
-    chosen = _select(variants, variants_file)
-    fws = parse_frameworks(frameworks if isinstance(frameworks, str) else ",".join(frameworks))
-    for fw in fws:
-        require_framework(fw)
-    seed_list = _as_list(seeds, "seeds", int)
-    check_distinct_seeds(seed_list)
-    if jobs is None:
-        jobs = default_jobs(accelerator, devices)
-    if jobs < 1:
-        raise ConfigError(f"--jobs must be >= 1, got {jobs}")
-    if any(not 0 <= s <= MAX_SEED for s in seed_list):
-        raise ConfigError(f"seeds must be integers from 0 to {MAX_SEED} (2**32 - 1), got {seeds}")
-    if epochs is not None:
-        check_epochs(epochs)
-    check_margin(margin)
-    pool = make_executor(executor, address, jobs)
-    runs_dir = check_runs_dir(runs_dir)
-
-    uri = resolve_uri(mlflow, runs_dir)
-    RuntimeConfig(tensorboard=tensorboard, mlflow=uri)  # a missing tensorboard/mlflow: one line, before any data
-
-    first = chosen[0].config
-    ds, sz = dataset or first.dataset, size or first.size
-    progress, update = progress_bar("downloading")
-    with progress:
-        path = ensure_data(ds, sz, data_dir, progress=update)
-    raw = load_npz(path, ds, sz)  # validate before anything is written
-    prepared = prepare(raw, first.val_mode, first.val_fraction)
-    source = data_summary(prepared)
-
-    cores = resolve_threads(RuntimeConfig())
-    per_job = threads or pool.default_threads(cores)
-    runtime = RuntimeConfig(accelerator=accelerator, devices=devices, precision=precision, threads=per_job,
-                            jobs=jobs, progress=False, tensorboard=tensorboard, mlflow=uri,
-                            steps_per_execution=steps_per_execution, cuda_graphs=cuda_graphs)
-    if runtime_needs_check(runtime) and executor == "local":  # on Ray the nodes, not this machine, train
-        for fw in fws:
-            check_runtime(fw, runtime)
-    for variant in chosen:
-        check_model_fits(variant.config, prepared.input_dim, prepared.n_classes)
-    if runtime.mlflow:
-        prepare_store(runtime.mlflow)
-    planned = plan(chosen, fws, seed_list, data_md5=raw.md5, precision=runtime.precision, epochs=epochs,
-                   dataset=dataset, size=size, data_dir=data_dir, shuffle=shuffle)
-    runs_dir.mkdir(parents=True, exist_ok=True)
-    todo = [job for job in planned if not (runs_dir / job.run_key / RECORD_FILE).is_file()]
-    with _notebook_grid_bar(todo, runs_dir):
-        run_study(planned, runtime, source, runs_dir, pool, source["label"], per_job, path)
-
-    records = read_planned(planned, runs_dir)
-    exports = export_finished(runs_dir, [r.run_key for r in records if r.finished], export) if export else None
-    outputs = render(runs_dir, records, margin)  # one process at a time writes a folder's report (a lock)
-    for exc in outputs["damaged"]:
-        say(f"left out of the report: {exc}")
-    comparison = Comparison(records, runs_dir, margin)
-    comparison.outputs = outputs
-    comparison.missing = len(planned) - len(records)
-    comparison.__dict__["rows"] = outputs["rows"]
-    comparison.exports = exports
-    return comparison
+    request = check_request(variants, frameworks, seeds, variants_file=variants_file, jobs=jobs,
+                            accelerator=accelerator, devices=devices, epochs=epochs, margin=margin,
+                            executor=executor, address=address, runs_dir=runs_dir, tensorboard=tensorboard,
+                            mlflow=mlflow)
+    data = load_grid_data(request.variants[0].config, dataset, size, data_dir)
+    runtime = grid_runtime(request, [data], threads=threads, accelerator=accelerator, devices=devices,
+                           precision=precision, steps_per_execution=steps_per_execution, cuda_graphs=cuda_graphs,
+                           tensorboard=tensorboard, executor=executor)
+    planned = plan(request.variants, request.frameworks, request.seeds, data_md5=data.md5,
+                   precision=runtime.precision, epochs=epochs, dataset=dataset, size=size, data_dir=data_dir,
+                   shuffle=shuffle)
+    run_grid(planned, runtime, data, request)
+    return read_comparison(planned, request.runs_dir, margin, say=(lambda text: None) if quiet else print,
+                           export=export)
 
 
 def report(runs_dir: str | Path = "runs", margin: float = DEFAULT_MARGIN, out_dir: str | Path | None = None,
@@ -432,7 +279,7 @@ def report(runs_dir: str | Path = "runs", margin: float = DEFAULT_MARGIN, out_di
         >>> outputs = ftmed.report("runs")
         >>> outputs["markdown"], [str(e) for e in outputs["damaged"]]
     """
-    from ftmed_core.report import render
+    from ftmed.reporting.render import render
 
     return render(Path(runs_dir), None, margin, out_dir=out_dir, predictions=predictions)
 
@@ -465,27 +312,26 @@ def load_runs(runs_dir: str | Path = "runs", margin: float = DEFAULT_MARGIN, dat
                        f"pass data_md5= one of {listed}")
     if not records:
         raise RunError(f"{runs_dir} holds no usable run records; run `ftmed compare` or `ftmed train` first")
-    comparison = Comparison(records, Path(runs_dir), margin)
-    comparison.damaged = damaged
-    return comparison
+    return Comparison(records, Path(runs_dir), margin, damaged=damaged)
 
 
 def load_data(data_dir: str | Path | None = None, dataset: str = "pathmnist", size: int = 28,
               val_mode: str = "holdout", val_fraction: float = 0.2):
     """The data every run trains on, as both frameworks receive it: a validated MedMNIST file (downloaded,
-    MD5-checked, if missing), pixels / 255 flattened, the holdout (Keras's `validation_split`) or official
-    validation rows. Returns an `ExperimentData` (`x_train`, `y_train`, `x_val`, ..., `class_names`,
-    `label`, `synthetic`).
+    MD5-checked, if missing, with a progress bar on a terminal's stderr), pixels / 255 flattened, the
+    holdout (Keras's `validation_split`) or official validation rows. Returns an `ExperimentData`
+    (`x_train`, `y_train`, `x_val`, ..., `class_names`, `label`, `synthetic`).
 
     Example:
         >>> data = ftmed.load_data("data/synthetic")
         >>> data.x_train.shape, data.label
     """
-    from ftmed_core.data import load_experiment_data
+    from ftmed_core.data import load_npz, prepare
 
-    config = ExperimentConfig(dataset=dataset, size=size, val_mode=val_mode, val_fraction=val_fraction,
-                              data_dir=str(data_dir) if data_dir is not None else None)
-    return load_experiment_data(config)
+    from ftmed.planning import fetch_data_file
+
+    path = fetch_data_file(dataset, size, str(data_dir) if data_dir is not None else None)
+    return prepare(load_npz(path, dataset, size), val_mode, val_fraction)
 
 
 def synthesize(out: str | Path = "data/synthetic", scale: float = 1.0, *, dataset: str = "pathmnist", size: int = 28,

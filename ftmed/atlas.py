@@ -88,70 +88,48 @@ def compare_grid(datasets, sizes, data_dir: str | Path | None = None, atlas: boo
     rendered over all its runs (comparison.md: one table per data file, never pooled) and, with `atlas`,
     atlas.md, atlas.csv and atlas.png are written (`write_atlas`). The other arguments are `ftmed.compare`'s.
     """
-    from ftmed import api
-    from ftmed.executors import make_executor
-    from ftmed.grid import check_distinct_seeds, default_jobs, plan, read_planned, run_study
-    from ftmed.tracking import prepare_store, resolve_uri
-    from ftmed_core.config import MAX_SEED, RuntimeConfig, check_epochs, check_model_fits
-    from ftmed_core.data import load_npz, prepare
-    from ftmed_core.frameworks import parse_frameworks
-    from ftmed_core.records import RECORD_FILE
-    from ftmed_core.report import DEFAULT_MARGIN, check_margin, render
-    from ftmed_core.runner import data_summary, resolve_threads
+    from dataclasses import replace
 
     from ftmed.comparison import Comparison
+    from ftmed.grid import plan, read_planned, run_study
+    from ftmed.planning import check_request, grid_runtime, load_grid_data, notebook_grid_bar
+    from ftmed.reporting.render import render
+    from ftmed.reporting.rows import DEFAULT_MARGIN
+    from ftmed_core.records import RECORD_FILE
 
     datasets, sizes = parse_datasets(datasets), parse_sizes(sizes)
     missing = missing_files(datasets, sizes, data_dir)
     if missing:
         raise DataError(missing_message(missing))
-    margin = check_margin(DEFAULT_MARGIN if margin is None else margin)
-    chosen = api._select(variants, variants_file)
-    fws = parse_frameworks(frameworks if isinstance(frameworks, str) else ",".join(frameworks))
-    for fw in fws:
-        api.require_framework(fw)
-    seed_list = api._as_list(seeds, "seeds", int)
-    check_distinct_seeds(seed_list)
-    if any(not 0 <= s <= MAX_SEED for s in seed_list):
-        raise ConfigError(f"seeds must be integers from 0 to {MAX_SEED} (2**32 - 1), got {seeds}")
-    jobs = default_jobs(accelerator, devices) if jobs is None else jobs
-    if jobs < 1:
-        raise ConfigError(f"--jobs must be >= 1, got {jobs}")
-    if epochs is not None:
-        check_epochs(epochs)
-    pool = make_executor(executor, address, jobs)
-    runs_dir = api.check_runs_dir(runs_dir)
-    uri = resolve_uri(mlflow, runs_dir)
-    per_job = threads or pool.default_threads(resolve_threads(RuntimeConfig()))
-    runtime = RuntimeConfig(accelerator=accelerator, devices=devices, precision=precision, threads=per_job,
-                            jobs=jobs, progress=False, tensorboard=tensorboard, mlflow=uri,
-                            steps_per_execution=steps_per_execution, cuda_graphs=cuda_graphs)
-    if api.runtime_needs_check(runtime) and executor == "local":  # on Ray the nodes, not this machine, train
-        for fw in fws:
-            api.check_runtime(fw, runtime)
-
-    first = chosen[0].config
-    planned, by_file = [], {}
+    margin = DEFAULT_MARGIN if margin is None else margin
+    request = check_request(variants, frameworks, seeds, variants_file=variants_file, jobs=jobs,
+                            accelerator=accelerator, devices=devices, epochs=epochs, margin=margin,
+                            executor=executor, address=address, runs_dir=runs_dir, tensorboard=tensorboard,
+                            mlflow=mlflow)
+    first = request.variants[0].config
+    files = {}  # (dataset, size) -> GridData without its prepared splits (each run loads its own file)
     for dataset in datasets:
-        for size in sizes:
-            path = data_path(dataset, size, data_dir)
-            raw = load_npz(path, dataset, size)  # validate every file before anything is written
-            source = data_summary(prepare(raw, first.val_mode, first.val_fraction))
-            for variant in chosen:
-                check_model_fits(variant.config, source["input_dim"], source["n_classes"])
-            file_jobs = plan(chosen, fws, seed_list, data_md5=raw.md5, precision=runtime.precision, epochs=epochs,
-                             dataset=dataset, size=size, data_dir=data_dir, shuffle=shuffle)
-            for job in file_jobs:
-                job.source, job.data_path = source, path
-            by_file[(dataset, size)] = file_jobs
-            planned += file_jobs
-    if runtime.mlflow:
-        prepare_store(runtime.mlflow)
+        for size in sizes:  # every file validated before anything is written
+            data = load_grid_data(first, dataset, size, data_dir, fetch=False)
+            files[(dataset, size)] = replace(data, prepared=None)
+    runtime = grid_runtime(request, list(files.values()), threads=threads, accelerator=accelerator,
+                           devices=devices, precision=precision, steps_per_execution=steps_per_execution,
+                           cuda_graphs=cuda_graphs, tensorboard=tensorboard, executor=executor)
+    runs_dir = request.runs_dir
+    planned, by_file = [], {}
+    for (dataset, size), data in files.items():
+        file_jobs = plan(request.variants, request.frameworks, request.seeds, data_md5=data.md5,
+                         precision=runtime.precision, epochs=epochs, dataset=dataset, size=size, data_dir=data_dir,
+                         shuffle=shuffle)
+        for job in file_jobs:
+            job.source, job.data_path = data.source, data.path
+        by_file[(dataset, size)] = file_jobs
+        planned += file_jobs
     runs_dir.mkdir(parents=True, exist_ok=True)
     todo = [job for job in planned if not (runs_dir / job.run_key / RECORD_FILE).is_file()]
     label = f"{len(by_file)} data file(s) ({', '.join(f'{d} {s}px' for d, s in by_file)})"
-    with api._notebook_grid_bar(todo, runs_dir):
-        run_study(planned, runtime, None, runs_dir, pool, label, per_job, None)
+    with notebook_grid_bar(todo, runs_dir):
+        run_study(planned, runtime, None, runs_dir, request.pool, label, runtime.threads, None)
 
     outputs = render(runs_dir, None, margin)  # every data file's table, from every record in the folder
     for exc in outputs["damaged"]:
@@ -160,10 +138,7 @@ def compare_grid(datasets, sizes, data_dir: str | Path | None = None, atlas: boo
     grid = {}
     for key, file_jobs in by_file.items():
         records = read_planned(file_jobs, runs_dir)
-        comparison = Comparison(records, runs_dir, margin)
-        comparison.outputs = outputs
-        comparison.missing = len(file_jobs) - len(records)
-        grid[key] = comparison
+        grid[key] = Comparison(records, runs_dir, margin, outputs=outputs, missing=len(file_jobs) - len(records))
     if atlas:
         write_atlas(runs_dir, outputs["groups"])
     return grid

@@ -1,6 +1,6 @@
 """`Comparison`: a set of run records and everything the report derives from them, as Python objects.
 
-The tables are built from the report's own rows (`ftmed_core.report.build_rows`) and its CSV, so whatever
+The tables are built from the report's own rows (`ftmed.reporting.rows.build_rows`) and its CSV, so whatever
 columns the report has, the DataFrame has; the figures are the report's plots as matplotlib `Figure`s.
 """
 
@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 
 from ftmed_core.records import RunRecord
-from ftmed_core.report import DEFAULT_MARGIN
+from ftmed.reporting.rows import DEFAULT_MARGIN
 
 
 def _pandas():
@@ -57,6 +56,7 @@ class Comparison:
         runs_dir: where the runs (and their arrays, used by the confusion plots) lie.
         margin: the equivalence margin, in accuracy percentage points.
         outputs: the files written by `compare` or `write()` (markdown, csv, json, plots, predictions).
+        exports: after `compare(..., export="onnx")`, the exported files and one line per failed export.
 
     Example:
         >>> comparison = ftmed.load_runs("runs")            # doctest: +SKIP
@@ -71,17 +71,27 @@ class Comparison:
     # Planned runs with no usable record (`compare`), and runs left out as damaged (`load_runs`).
     missing: int = 0
     damaged: list = field(default_factory=list, repr=False)
+    # `compare(..., export=...)`: {"written": [paths], "failed": [lines]} (`ftmed.onnx_export.export_finished`).
+    exports: dict | None = field(default=None, repr=False)
 
-    @cached_property
+    # The rows built from `records` when no written report holds them (see `rows`), built once.
+    _built_rows: list | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
     def rows(self) -> list:
-        """The report's rows (`ftmed_core.report.Row`), one per variant."""
-        from ftmed_core.report import build_rows
+        """The report's rows (`ftmed.reporting.rows.Row`), one per variant: those the written report was
+        rendered from (`outputs["rows"]`, after `compare` or `write()`), else built from `records` once."""
+        if "rows" in self.outputs:
+            return self.outputs["rows"]
+        if self._built_rows is None:
+            from ftmed.reporting.rows import build_rows
 
-        return build_rows(self.records, self.margin, self.baseline)
+            self._built_rows = build_rows(self.records, self.margin, self.baseline)
+        return self._built_rows
 
     @property
     def title(self) -> str:
-        from ftmed_core.report import title
+        from ftmed.reporting.tables import title
 
         return title(self.records)
 
@@ -99,7 +109,7 @@ class Comparison:
         """The comparison as a pandas DataFrame, one row per variant (index), the report's CSV columns
         (accuracies in %, AUC, loss, timings per framework, the L−K difference and its CI, TOST, vs baseline).
         `table.attrs["title"]` carries the report's title (it says SYNTHETIC where it applies)."""
-        from ftmed_core.report import to_csv
+        from ftmed.reporting.tables import to_csv
 
         frame = _pandas().read_csv(io.StringIO(to_csv(self.rows)), index_col="variant")
         frame.attrs["title"] = self.title
@@ -122,14 +132,14 @@ class Comparison:
     @property
     def markdown(self) -> str:
         """The report's markdown (what `comparison.md` holds)."""
-        from ftmed_core.report import to_markdown
+        from ftmed.reporting.tables import to_markdown
 
         return to_markdown(self.rows, self.records, self.margin)
 
     def figures(self) -> dict:
         """The report's plots as matplotlib `Figure`s (they display inline in a notebook), keyed by the name
         of their PNG: `accuracy_bars`, `curves_<variant>`, `confusion_<framework>` (the baseline's)."""
-        from ftmed_core import plots
+        from ftmed.reporting import plots
 
         _inline_figures()
 
@@ -146,10 +156,9 @@ class Comparison:
 
     def write(self) -> dict:
         """Write every report output into `runs_dir` (what `ftmed report` writes) and return their paths."""
-        from ftmed_core.report import render
+        from ftmed.reporting.render import render
 
         self.outputs = render(self.runs_dir, self.records, self.margin, self.baseline)
-        self.__dict__["rows"] = self.outputs["rows"]
         return self.outputs
 
     def _repr_markdown_(self) -> str:

@@ -80,7 +80,7 @@ def finish_run(record: RunRecord, run_dir: str | Path, uri: str) -> str | None:
     """
     from mlflow.entities import Metric
 
-    from ftmed_core import plots
+    from ftmed.reporting import plots
 
     client = _client(uri)
     run_id = record.environment.get("mlflow_run_id") or (None if record.finished else _find_open_run(client, record))

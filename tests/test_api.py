@@ -19,6 +19,7 @@ def readme_block(marker: str, language: str) -> str:
     return match.group(1)
 
 
+@pytest.mark.slow
 def test_readme_api_example_runs_as_written(tmp_path, monkeypatch):
     """`import ftmed` ... as README's "Python API" section shows it, in a fresh folder."""
     monkeypatch.chdir(tmp_path)

@@ -77,6 +77,7 @@ def _check_atlas_against_tables(runs_dir, n_files):
     return atlas
 
 
+@pytest.mark.slow
 def test_two_file_grid_runs_resumes_and_writes_the_atlas(tmp_path):
     import ftmed
 

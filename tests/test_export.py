@@ -40,6 +40,7 @@ def _session(path):
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 @pytest.mark.parametrize("with_preprocessing", [False, True])
 def test_onnx_runtime_matches_the_runs_test_outputs(trained, framework, with_preprocessing):
@@ -71,6 +72,7 @@ def test_onnx_runtime_matches_the_runs_test_outputs(trained, framework, with_pre
     assert metadata["preprocessing"] != "none" if with_preprocessing else metadata["preprocessing"] == "none"
 
 
+@pytest.mark.slow
 def test_the_tolerance_catches_a_missing_division_by_255(trained):
     """The declared tolerance is tight enough to fail on a graph that skips /255 (raw pixels as floats)."""
     root, runs, raw = trained
@@ -80,6 +82,7 @@ def test_the_tolerance_catches_a_missing_division_by_255(trained):
     assert np.max(np.abs(logits - reference)) > logit_tolerance(raw[0].size, reference)
 
 
+@pytest.mark.slow
 def test_several_runs_into_one_folder_by_cli(trained):
     root, runs, _ = trained
     result = CliRunner().invoke(app, ["export", *map(str, runs.values()), "--out", str(root / "many")])

@@ -56,6 +56,7 @@ def test_a_dry_run_passes_every_stage_within_budget_and_leaves_few_flat_files(tm
     assert {p.name for p in out.iterdir()} == {"gpu_check.log", "gpu_check.json", "gpu_speed.json", "records.tar.gz"}
 
 
+@pytest.mark.slow
 def test_a_check_out_of_budget_still_lists_every_stage(tmp_path):
     """A budget too small for the later stages: they are recorded as skipped (out of time), the summary is
     complete and says FAIL/INCOMPLETE rather than PASS."""
@@ -69,6 +70,7 @@ def test_a_check_out_of_budget_still_lists_every_stage(tmp_path):
     assert_flat_and_few(tmp_path / "out")
 
 
+@pytest.mark.slow
 def test_a_check_killed_from_outside_leaves_the_summary_of_what_it_finished(tmp_path):
     proc = subprocess.Popen(["bash", "scripts/gpu_check.sh"], cwd=ROOT, env=check_env(tmp_path),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)

@@ -51,6 +51,7 @@ def test_framework_labels_loss_formulas_and_run_key_spelling():
     assert matching_lightning_loss("keras[jax]", "keras") == "probability"
 
 
+@pytest.mark.slow
 def test_a_process_with_keras_on_another_backend_is_refused_with_one_line():
     script = textwrap.dedent("""
         import os
@@ -75,6 +76,7 @@ def test_a_process_with_keras_on_another_backend_is_refused_with_one_line():
     assert "import: keras was already imported with the 'torch' backend, but KERAS_BACKEND='jax'" in out.stdout
 
 
+@pytest.mark.slow
 def test_ftmed_train_in_a_process_with_keras_on_tensorflow_refuses_another_backend(tiny_synth_dir):
     """`ftmed train -f keras[torch]` called in a process that already imported keras on TensorFlow (the CLI's
     Python entry, e.g. from a notebook): one line, non-zero exit, no traceback."""
@@ -95,6 +97,7 @@ def test_ftmed_train_in_a_process_with_keras_on_tensorflow_refuses_another_backe
     assert "Traceback" not in out.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not backend_available("jax"), reason="jax is not installed")
 def test_keras_ref_on_jax_imports_no_tensorflow():
     script = ("import sys, keras_ref\nfrom keras_ref._backend import BACKEND, FRAMEWORK\n"

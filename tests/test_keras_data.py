@@ -66,6 +66,7 @@ def old_fit(config, data, weights):
     return report.history, get_weights(model), predict_logits(model, x_test)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shuffle", [True, False])
 def test_memory_mapped_training_is_bitwise_the_old_in_memory_path(synth_dir, tmp_path, shuffle):
     config = ExperimentConfig(data_dir=str(synth_dir), epochs=2, shuffle=shuffle)
@@ -98,6 +99,7 @@ def test_epoch_orders_are_drawn_per_epoch_so_a_huge_epoch_count_starts(synth_dir
         keras_train.fit(config, RUNTIME, data, initial_weights(config, data.input_dim, 9), tmp_path, on_epoch=stop)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", [64, 128, 224])
 def test_large_images_train_one_epoch(tmp_path_factory, size):
     folder = tmp_path_factory.mktemp(f"px{size}")

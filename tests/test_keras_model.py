@@ -114,6 +114,7 @@ def test_optimizer_hyperparameters_are_passed_through():
         build_optimizer(OptimizerConfig(semantics="torch"))
 
 
+@pytest.mark.slow
 def test_an_unknown_or_mismatched_keras_backend_is_refused():
     script = textwrap.dedent("""
         import os

@@ -85,6 +85,7 @@ def data(synth_dir):
     return load_experiment_data(ExperimentConfig(data_dir=str(synth_dir)))
 
 
+@pytest.mark.slow
 def test_fit_under_fixed_trains_in_one_order_every_epoch(data, synth_dir, tmp_path):
     """keras_ref.fit with shuffle="fixed" equals train_on_batch over epoch 0's order, repeated."""
     config = ExperimentConfig(data_dir=str(synth_dir), epochs=2, hidden_units=(16,), shuffle="fixed", seed=2)

@@ -64,6 +64,7 @@ def test_validation_split_rows_are_the_cores_holdout_rows(study):
     assert abs(on_first_rows - reported) > 1e-4  # the comparison can tell other rows apart
 
 
+@pytest.mark.slow
 def test_without_shuffling_keras_ref_reproduces_the_study_fit_bit_for_bit(study, tmp_path):
     # shuffle=False: both visit the training rows in file order, so the batches are the same.
     config, x_full, y_full, data = study
@@ -137,6 +138,7 @@ def test_the_dataset_yields_the_cores_batches_in_order():
             np.testing.assert_array_equal(yb, y[rows])
 
 
+@pytest.mark.slow
 def test_fit_follows_the_cores_order_every_epoch(study, tmp_path):
     # The reference for "the core's batch order": train_on_batch over epoch_permutation + batch_bounds.
     config, _, _, data = study

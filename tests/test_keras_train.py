@@ -75,6 +75,7 @@ def test_a_finished_run_is_reused(trained):
     assert again.started_at == record.started_at
 
 
+@pytest.mark.slow
 def test_same_seed_twice_gives_identical_weights(trained, tmp_path):
     config, run_dir, record, _ = trained
     again = keras_ref.train(config, run_dir=tmp_path / "again", runtime=RUNTIME)
@@ -127,6 +128,7 @@ def test_mixed_precision_run_finishes_with_float32_logits(synth_dir, tmp_path):
     assert keras.saving.load_model(tmp_path / "model.keras").layers[0].dtype_policy.name == "mixed_bfloat16"
 
 
+@pytest.mark.slow
 def test_tensorboard_logging_writes_events(small_config, tmp_path):
     import importlib.util
 

@@ -34,14 +34,6 @@ ALLOWED: dict[str, set[str]] = {
     "cli": {"ftmed_core", "ftmed", "ftmed_parity", "typer", "rich"},
 }
 
-# Presentation code still in the core, with what it needs on top of the core's list. These modules
-# belong above the core (beside the API); the exemption goes when they move.
-CORE_PRESENTATION_EXEMPT = {
-    "ftmed_core/report.py": {"matplotlib", "rich", "pandas", "ftmed"},  # ftmed: the ONNX export columns
-    "ftmed_core/plots.py": {"matplotlib", "rich", "pandas"},
-}
-
-
 def imported_packages(source: str) -> set[str]:
     """Top-level names of every absolute import in `source` (module level or nested)."""
     names: set[str] = set()
@@ -59,7 +51,7 @@ def layering_errors(root: Path) -> list[str]:
     for package, allowed in ALLOWED.items():
         for path in sorted((root / package).rglob("*.py")):
             relative = path.relative_to(root).as_posix()
-            may = allowed | {package, "__future__"} | CORE_PRESENTATION_EXEMPT.get(relative, set())
+            may = allowed | {package, "__future__"}
             for name in sorted(imported_packages(path.read_text(encoding="utf-8"))):
                 if name not in may and name not in sys.stdlib_module_names:
                     errors.append(f"{relative}: imports {name}")

@@ -96,6 +96,7 @@ def test_accuracy_uses_activated_output_first_index_on_ties():
     assert int(np.argmax(scores)) == 0
 
 
+@pytest.mark.slow
 def test_importable_after_tensorflow():
     """`import tensorflow` then lightning (-> triton) segfaulted the process; lightning_ft guards it."""
     import subprocess

@@ -130,6 +130,7 @@ def test_non_finite_loss_is_recorded_as_failed(synth_dir, data, tmp_path, how):
     assert len(stored.history["train_loss"]) >= 1 and stored.history["train_loss"][-1] is None
 
 
+@pytest.mark.slow
 def test_ddp_on_two_cpu_processes_writes_one_record(synth_dir, data, first_run, tmp_path):
     config = ExperimentConfig(data_dir=str(synth_dir), epochs=2)
     runtime = RuntimeConfig(accelerator="cpu", devices=2, strategy="ddp", threads=1, progress=False)

@@ -14,6 +14,7 @@ from cli.main import app
 mlflow = pytest.importorskip("mlflow")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("framework", ["lightning", "keras"])
 def test_one_epoch_run_is_logged_and_reads_back(framework, synth_dir, tmp_path):
     from mlflow.tracking import MlflowClient

@@ -129,7 +129,7 @@ def test_train_of_a_run_in_flight_is_one_line(tmp_path, tiny_synth_dir):
 def test_reports_are_written_by_one_process_at_a_time(tmp_path, tiny_synth_dir):
     import threading
 
-    from ftmed_core.report import render
+    from ftmed.reporting.render import render
 
     runs = tmp_path / "runs"
     _populate(runs, tiny_synth_dir)
@@ -397,7 +397,7 @@ def test_report_never_pools_runs_on_different_data_files(tmp_path):
 
 @pytest.mark.parametrize("margin", ["inf", "-1", "nan", "0"])
 def test_margin_must_be_finite_and_positive(tmp_path, tiny_synth_dir, margin):
-    from ftmed_core.report import build_rows
+    from ftmed.reporting.rows import build_rows
 
     runs = tmp_path / "runs"
     records = _populate(runs, tiny_synth_dir, seeds=(0, 1))

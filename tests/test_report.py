@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 
 from ftmed_core.records import list_records
-from ftmed_core.report import build_rows, render, to_markdown
+from ftmed.reporting.render import render
+from ftmed.reporting.rows import build_rows
+from ftmed.reporting.tables import to_markdown
 from ftmed_core.runner import FitResult, run_experiment
 from ftmed_core.variants import VARIANTS
 
@@ -84,6 +86,7 @@ def test_render_writes_every_output_and_marks_synthetic(populated):
     assert len(outputs["predictions"]) == 12
 
 
+@pytest.mark.slow
 def test_predictions_rescored_by_medmnist_evaluate(populated, tiny_synth_dir, tmp_path):
     """`python -m medmnist evaluate FILE` recomputes the recorded AUC and accuracy independently."""
     outputs = render(populated)
@@ -117,7 +120,7 @@ def test_failed_runs_are_reported(populated, tiny_synth_dir):
 def test_each_keras_backend_is_a_column_compared_with_lightning(tmp_path, tiny_synth_dir):
     """keras, keras[jax], keras[torch]: a column each, and a Lightning difference per Keras column (the
     stand-in gives keras[jax] 20 points less, so only its difference is non-zero; the others are identical)."""
-    from ftmed_core.report import table_cells, table_columns, to_csv, to_json
+    from ftmed.reporting.tables import table_cells, table_columns, to_csv, to_json
 
     runs = tmp_path / "runs"
     for seed in (0, 1, 2):

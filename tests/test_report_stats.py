@@ -14,7 +14,8 @@ import pytest
 from scipy import stats as sps
 
 from ftmed_core.records import RunRecord, run_key
-from ftmed_core.report import SEED_MEAN, build_rows, power_notes, shares_start, to_csv, to_markdown
+from ftmed.reporting.rows import SEED_MEAN, build_rows, power_notes, shares_start
+from ftmed.reporting.tables import to_csv, to_markdown
 from ftmed_core.stats import holm, paired_power, seeds_needed, tost_power, welch_power
 from ftmed_core.variants import VARIANTS
 
@@ -403,7 +404,7 @@ def test_overlapping_seed_sets_never_use_a_seed_on_both_sides():
 
 
 def test_seconds_per_epoch_say_how_many_runs_shared_the_cores():
-    from ftmed_core.report import table_cells, table_columns
+    from ftmed.reporting.tables import table_cells, table_columns
 
     shared = [replace(r, runtime={"jobs": 2}) for r in _study(range(2), _noisy())]
     alone = [replace(r, runtime={"jobs": 1}) for r in _study(range(2), _noisy())]

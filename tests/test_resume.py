@@ -94,6 +94,7 @@ def _killed_then_resumed(framework: str, data_dir: Path, tmp_path: Path):
     return killed, reference, resumed
 
 
+@pytest.mark.slow
 def test_lightning_run_killed_after_epoch_2_resumes_bitwise(tiny_data, tmp_path):
     import torch
 
@@ -111,6 +112,7 @@ def test_lightning_run_killed_after_epoch_2_resumes_bitwise(tiny_data, tmp_path)
             assert torch.equal(other, value) if torch.is_tensor(value) else other == value, key
 
 
+@pytest.mark.slow
 def test_keras_run_killed_after_epoch_2_resumes_bitwise(tiny_data, tmp_path):
     killed, reference, resumed = _killed_then_resumed("keras", tiny_data, tmp_path)
     assert resumed["environment"]["resumed_after_epoch"] == "2"
@@ -129,6 +131,7 @@ def test_keras_run_killed_after_epoch_2_resumes_bitwise(tiny_data, tmp_path):
     assert int(proc.stdout.split()[-1]) > 0
 
 
+@pytest.mark.slow
 def test_an_unreadable_keras_state_is_moved_aside_and_the_run_starts_over(tiny_data, tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()

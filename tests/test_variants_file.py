@@ -116,6 +116,7 @@ def test_variants_lists_the_files_variants(tmp_path):
     assert "sigmoid-output" not in result.output
 
 
+@pytest.mark.slow
 def test_three_new_variants_through_compare_report_and_parity(tiny_synth_dir, tmp_path):
     path = write(tmp_path, THREE)
     runs = tmp_path / "runs"

@@ -139,6 +139,7 @@ def test_layer_3_detects_torch_activation_defaults(sides, hidden, torch_default)
 # --------------------------------------------------------------------------------------------- 4 loss
 
 
+@pytest.mark.slow
 def test_layer_4_loss_every_activation_and_mode(sides):
     rows = run_checks(loss_checks(), sides)
     assert len(rows) == 4 * 2 + 2 + 3  # + loss.formula: (softmax, keras), (sigmoid, keras), (sigmoid, probability)
@@ -187,6 +188,7 @@ def test_layer_5_detects_a_scaled_loss(sides):
 
 # ---------------------------------------------------------------------------------------- 6 optimizers
 
+@pytest.mark.slow
 def test_layer_6_optimizers_keras_rules_match_open_loop(sides):
     rows = run_checks(optimizer_checks(), sides)
     keras_rows = [r for r in rows if r.name == "replay, keras rule"]
@@ -206,6 +208,7 @@ def test_layer_6_covers_every_registry_optimizer():
     assert set(OPTIMIZERS) <= subjects
 
 
+@pytest.mark.slow
 def test_layer_6_detects_nadam_with_float64_one_minus_beta(sides, monkeypatch):
     """A rounding-level rule difference: Keras's Nadam computes 1 - beta in float32
     (1 - float32(0.999) = 9.9998713e-4); rounding 1 - 0.999 from float64 gives 1e-3."""
@@ -279,6 +282,7 @@ def test_layer_7_detects_a_batch_order_off_by_one(sides, tmp_path):
 # -------------------------------------------------------------------------------------- 8 statistical
 
 
+@pytest.mark.slow
 def test_layer_8_outcomes_equivalent_and_broken_config_detected(sides, tmp_path):
     """Keras vs Lightning Adagrad equivalent (TOST); Lightning with torch's accumulator 0 detected."""
     rows = run_checks(statistical_checks(), sides, workdir=tmp_path)

@@ -59,6 +59,7 @@ def test_cli_layer_4_on_jax_passes_states_the_formulas_and_imports_no_tensorflow
     assert "| loss.formula@jax | 4 |" in (out / "parity.md").read_text()  # the generated tolerance table
 
 
+@pytest.mark.slow
 @needs_jax
 def test_a_jax_loss_row_fails_when_the_port_scales_its_loss():
     """The backend rows can fail: Lightning's loss 0.01 % larger is caught by loss.keras@jax / loss.prob@jax."""

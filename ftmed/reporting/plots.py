@@ -1,9 +1,9 @@
 """Plots for reports, drawn from run records only.
 
-Framework-neutral like the rest of the core, but it needs matplotlib: it is imported inside the functions,
-so importing the core -- and `ftmed --help` -- never pays for it. Figures are `matplotlib.figure.Figure`
-objects made without pyplot: no backend is switched (a notebook's inline plotting is left alone), nothing
-global is kept open, and the `*_figure` functions hand the same figures to `ftmed.Comparison.figures()`.
+matplotlib is imported inside the functions, so importing ftmed -- and `ftmed --help` -- never pays for it.
+Figures are `matplotlib.figure.Figure` objects made without pyplot: no backend is switched (a notebook's
+inline plotting is left alone), nothing global is kept open, and the `*_figure` functions hand the same
+figures to `ftmed.Comparison.figures()`.
 
 - curves_<variant>.png: train/val accuracy and loss per epoch, both frameworks overlaid, mean over seeds
   with a min-max band;
@@ -85,7 +85,7 @@ def curves_figure(records: list[RunRecord], variant: str, subtitle: str = ""):
 
 
 def accuracy_bars(rows, out_dir: Path, subtitle: str = "") -> Path | None:
-    """`rows` are `ftmed_core.report.Row`s."""
+    """`rows` are `ftmed.reporting.rows.Row`s."""
     fig = accuracy_bars_figure(rows, subtitle)
     return None if fig is None else _save(fig, out_dir / "accuracy_bars.png")
 
