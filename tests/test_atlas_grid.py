@@ -97,6 +97,7 @@ def test_two_file_grid_runs_resumes_and_writes_the_atlas(tmp_path):
     assert {r.run_key: r.finished_at for c in again.values() for r in c.records} == finished
 
 
+@pytest.mark.slow
 def test_the_whole_grid_is_one_executor_call_and_multi_label_joins_the_atlas(tmp_path, monkeypatch):
     """pneumoniamnist (binary) and chestmnist (multi-label) in one pool call; on chestmnist sigmoid-output
     is the baseline's network, so it is not run there and its atlas cell says so."""

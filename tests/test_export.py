@@ -182,6 +182,7 @@ def test_export_finished_names_each_failed_run_and_exports_the_rest(trained, tmp
     assert export_failures(Done()) == [f"export failed: {result['failed'][0]}"]
 
 
+@pytest.mark.slow
 def test_compare_export_onnx_exports_the_grid_and_fails_per_run(tiny_synth_dir, tmp_path):
     args = ["compare", "--variants", "baseline", "--seeds", "0", "--epochs", "1", "--data-dir", str(tiny_synth_dir),
             "--runs-dir", str(tmp_path / "runs"), "--jobs", "1", "--export", "onnx"]
@@ -225,6 +226,7 @@ def test_a_missing_exporter_package_is_one_line(trained, monkeypatch):
     _fails([runs["lightning"]], "ftmed export needs onnxruntime: pip install 'ftmed[export]'")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_a_multi_label_run_exports_its_sigmoid_head(tmp_path, framework):
     """ChestMNIST: the baseline's softmax is one sigmoid per finding in training, and so in the graph;

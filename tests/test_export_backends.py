@@ -41,6 +41,7 @@ def torch_run(tmp_path_factory, tiny_synth_dir):
     return record.parent
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("with_preprocessing", [False, True])
 def test_keras_torch_exports_what_the_run_evaluated(torch_run, tiny_synth_dir, tmp_path, with_preprocessing):
     [path] = ftmed.export(torch_run, out=tmp_path, with_preprocessing=with_preprocessing)

@@ -37,6 +37,7 @@ def test_the_shipped_exporters_pass():
     assert logits.value < logits.tolerance / 10  # measured far inside the declared bound
 
 
+@pytest.mark.slow
 def test_a_transposed_kernel_fails(monkeypatch):
     """The first kernel read in the wrong layout (transposed, then reshaped to fit) by the Lightning export."""
     import torch
@@ -59,6 +60,7 @@ def test_a_transposed_kernel_fails(monkeypatch):
     assert not any(subject.startswith("graph=keras") for _, subject in failed)
 
 
+@pytest.mark.slow
 def test_a_missing_division_by_255_in_the_preprocessing_graph_fails(monkeypatch):
     """The Keras with-preprocessing graph casts and flattens but does not divide."""
     from keras_ref import export as keras_export
@@ -70,6 +72,7 @@ def test_a_missing_division_by_255_in_the_preprocessing_graph_fails(monkeypatch)
     assert {s for _, s in failed} == {"graph=keras uint8"}  # the float32-input graphs are untouched
 
 
+@pytest.mark.slow
 def test_softmax_applied_twice_fails(monkeypatch):
     """The Lightning graph applies softmax to its probabilities again: logits and argmax stay right, the
     probabilities do not."""
