@@ -131,6 +131,7 @@ def test_bad_input_is_one_line_and_writes_nothing(trained, tmp_path):
         assert not (run_dir / "model.onnx").exists()
 
 
+@pytest.mark.slow
 def test_export_writes_its_check_beside_the_run_and_the_report_shows_it(trained, tmp_path):
     root, runs, _ = trained
     runs_dir = tmp_path / "runs"
@@ -153,6 +154,7 @@ def test_export_writes_its_check_beside_the_run_and_the_report_shows_it(trained,
     assert cells[3] == f"{100 * record['test']['accuracy']:.2f}" and float(cells[4]) == float(f"{check['max_abs_logit_diff']:.1e}")
 
 
+@pytest.mark.slow
 def test_an_export_that_computes_something_else_is_refused_and_writes_nothing(trained, tmp_path):
     _, runs, _ = trained
     run_dir = tmp_path / "tampered"
@@ -164,6 +166,7 @@ def test_an_export_that_computes_something_else_is_refused_and_writes_nothing(tr
     assert not (run_dir / "model.onnx").exists() and not (run_dir / "export.json").exists()
 
 
+@pytest.mark.slow
 def test_export_finished_names_each_failed_run_and_exports_the_rest(trained, tmp_path):
     from ftmed.onnx_export import export_failures, export_finished
 

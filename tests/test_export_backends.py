@@ -56,6 +56,7 @@ def test_keras_torch_exports_what_the_run_evaluated(torch_run, tiny_synth_dir, t
     assert check["onnxruntime_test_accuracy"] == record["test"]["accuracy"]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("jax2onnx") is not None, reason="jax2onnx is installed: jax exports")
 def test_keras_jax_without_jax2onnx_is_one_line_and_writes_nothing(torch_run, tmp_path):
     run_dir = tmp_path / "keras-jax-run"
