@@ -223,8 +223,8 @@ def compare(
             all missing ones (URL, MD5, target path) before anything trains. `atlas`: also write
             atlas.md/.csv/.png (data files x variants, `ftmed.atlas.write_atlas`) into `runs_dir`.
         export: "onnx" exports every finished run of the grid to `<run_dir>/model.onnx` before the report
-            is written (`ftmed.onnx_export.export_finished`; with datasets/sizes after each file's report:
-            `ftmed report` adds the columns); `comparison.exports` = {"written": [...], "failed": [lines]}.
+            is written, so the report shows each export's check (`ftmed.onnx_export.export_finished`);
+            `comparison.exports` = {"written": [...], "failed": [lines]}.
 
     Failed runs are recorded and reported, not raised: check `comparison.failed`. Several studies may
     share `runs_dir`: a run another process is training is waited for, not trained twice.
@@ -234,7 +234,7 @@ def compare(
         >>> comparison.table
         >>> comparison.figures()["accuracy_bars"]
     """
-    from ftmed.onnx_export import attach_exports, check_format
+    from ftmed.onnx_export import check_format
 
     if export is not None:
         check_format(export)  # before anything trains
@@ -243,13 +243,13 @@ def compare(
 
         if dataset is not None or size is not None:
             raise ConfigError("give either dataset/size or datasets/sizes, not both")
-        return attach_exports(compare_grid(
+        return compare_grid(
             datasets or "pathmnist", sizes or 28, data_dir=data_dir, variants=variants,
             frameworks=frameworks, seeds=seeds, epochs=epochs, runs_dir=runs_dir, variants_file=variants_file,
             jobs=jobs, threads=threads, accelerator=accelerator, devices=devices, precision=precision,
             steps_per_execution=steps_per_execution, cuda_graphs=cuda_graphs, margin=margin, shuffle=shuffle,
-            tensorboard=tensorboard, mlflow=mlflow, executor=executor, address=address, quiet=quiet, atlas=atlas),
-            runs_dir, export)
+            tensorboard=tensorboard, mlflow=mlflow, executor=executor, address=address, quiet=quiet, atlas=atlas,
+            export=export)
     from ftmed.grid import plan
     from ftmed.planning import check_request, grid_runtime, load_grid_data, read_comparison, run_grid
 

@@ -78,7 +78,7 @@ def compare_grid(datasets, sizes, data_dir: str | Path | None = None, atlas: boo
                  accelerator: str = "auto", devices: int = 1, precision: str = "32", steps_per_execution: int = 0,
                  cuda_graphs: bool | None = None, margin: float | None = None, shuffle: str | None = None,
                  tensorboard: bool = False, mlflow=None, executor: str = "local", address: str | None = None,
-                 quiet: bool = False) -> dict:
+                 quiet: bool = False, export: str | None = None) -> dict:
     """The study over every (dataset, size) as one grid: {(dataset, size): Comparison}.
 
     Every data file must be present (DataError listing all missing ones, before anything is validated
@@ -86,12 +86,14 @@ def compare_grid(datasets, sizes, data_dir: str | Path | None = None, atlas: boo
     run by one executor: one local pool, or one Ray submission in which each data file enters the object
     store once. Resumable like `compare` (finished runs are kept). Afterwards the folder's report is
     rendered over all its runs (comparison.md: one table per data file, never pooled) and, with `atlas`,
-    atlas.md, atlas.csv and atlas.png are written (`write_atlas`). The other arguments are `ftmed.compare`'s.
+    atlas.md, atlas.csv and atlas.png are written (`write_atlas`). With `export`, each file's finished runs
+    are exported before the report (each Comparison's `exports`). The other arguments are `ftmed.compare`'s.
     """
     from dataclasses import replace
 
     from ftmed.comparison import Comparison
     from ftmed.grid import plan, read_planned, run_study
+    from ftmed.onnx_export import export_finished
     from ftmed.planning import check_request, grid_runtime, load_grid_data, notebook_grid_bar
     from ftmed.reporting.render import render
     from ftmed.reporting.rows import DEFAULT_MARGIN
@@ -131,14 +133,17 @@ def compare_grid(datasets, sizes, data_dir: str | Path | None = None, atlas: boo
     with notebook_grid_bar(todo, runs_dir):
         run_study(planned, runtime, None, runs_dir, request.pool, label, runtime.threads, None)
 
+    records = {key: read_planned(file_jobs, runs_dir) for key, file_jobs in by_file.items()}
+    exports = {key: export_finished(runs_dir, [r.run_key for r in recs if r.finished], export) if export else None
+               for key, recs in records.items()}
     outputs = render(runs_dir, None, margin)  # every data file's table, from every record in the folder
     for exc in outputs["damaged"]:
         if not quiet:
             print(f"left out of the report: {exc}")
     grid = {}
     for key, file_jobs in by_file.items():
-        records = read_planned(file_jobs, runs_dir)
-        grid[key] = Comparison(records, runs_dir, margin, outputs=outputs, missing=len(file_jobs) - len(records))
+        grid[key] = Comparison(records[key], runs_dir, margin, outputs=outputs,
+                               missing=len(file_jobs) - len(records[key]), exports=exports[key])
     if atlas:
         write_atlas(runs_dir, outputs["groups"])
     return grid

@@ -298,17 +298,6 @@ def export_finished(runs_dir: str | os.PathLike, run_keys=None, format: str = "o
     return {"written": written, "failed": failed}
 
 
-def attach_exports(result, runs_dir: str | os.PathLike, format: str | None):
-    """`ftmed.compare(..., datasets=..., export=format)`: export the finished runs of each Comparison in the
-    dict a multi-file compare returns and set its `exports` (`export_finished`'s dict); `result` unchanged
-    when `format` is None. (Their reports are already written: `ftmed report` adds the ONNX columns.)"""
-    if format is None:
-        return result
-    for comparison in (result.values() if isinstance(result, dict) else [result]):
-        comparison.exports = export_finished(runs_dir, [r.run_key for r in comparison.records if r.finished], format)
-    return result
-
-
 def export_failures(result) -> list[str]:
     """One line per run whose export failed, over a Comparison or a dict of them ([] without exports)."""
     comparisons = result.values() if isinstance(result, dict) else [result]

@@ -129,7 +129,13 @@ def test_the_whole_grid_is_one_executor_call_and_multi_label_joins_the_atlas(tmp
     assert atlas[("pneumoniamnist", "sigmoid-output")]["diff"] != "nan"
     assert "= baseline (the same network on this task: not run)" in (tmp_path / "runs" / "atlas.md").read_text()
     calls.clear()
-    ftmed.compare(datasets="pneumoniamnist,chestmnist", sizes="28", variants="baseline,sigmoid-output",
-                  frameworks="lightning", seeds=[0, 1], epochs=1, data_dir=tmp_path / "data",
-                  runs_dir=tmp_path / "runs", quiet=True, atlas=True)
+    again = ftmed.compare(datasets="pneumoniamnist,chestmnist", sizes="28", variants="baseline,sigmoid-output",
+                          frameworks="lightning", seeds=[0, 1], epochs=1, data_dir=tmp_path / "data",
+                          runs_dir=tmp_path / "runs", quiet=True, atlas=True, export="onnx")
     assert calls == [[]]  # resumed: every run finished, nothing to train
+    # exported before the report: every file's runs, and the report already shows their check
+    for key, comparison in again.items():
+        assert comparison.exports["failed"] == [], key
+        assert len(comparison.exports["written"]) == len(comparison.records) == len(grid[key].records)
+    report = (tmp_path / "runs" / "comparison.md").read_text()
+    assert report.count("## ONNX exports") == 2  # one table per data file
