@@ -87,9 +87,10 @@ def _exports_failed(result) -> bool:
     """Print one line per failed export (--export); whether there was any."""
     from ftmed.onnx_export import export_failures
 
-    for line in export_failures(result):
+    lines = export_failures(result)
+    for line in lines:
         typer.echo(line, err=True)
-    return bool(export_failures(result))
+    return bool(lines)
 
 
 def print_table(rows, records, margin: float = 1.0, heading: str | None = None) -> None:

@@ -36,6 +36,13 @@ def trained(tmp_path_factory):
     return root, {fw: root / "runs" / key for fw, key in runs.items()}, raw
 
 
+def _copied(runs: dict, runs_dir: Path) -> Path:
+    """A fresh runs folder holding a copy of each trained run (the module's runs stay untouched)."""
+    for run_dir in runs.values():
+        shutil.copytree(run_dir, runs_dir / run_dir.name)
+    return runs_dir
+
+
 def _session(path):
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
@@ -134,9 +141,7 @@ def test_bad_input_is_one_line_and_writes_nothing(trained, tmp_path):
 @pytest.mark.slow
 def test_export_writes_its_check_beside_the_run_and_the_report_shows_it(trained, tmp_path):
     root, runs, _ = trained
-    runs_dir = tmp_path / "runs"
-    for run_dir in runs.values():
-        shutil.copytree(run_dir, runs_dir / run_dir.name)
+    runs_dir = _copied(runs, tmp_path / "runs")
     before = ftmed.report(runs_dir, out_dir=tmp_path / "before", predictions=False)
     assert "ONNX" not in before["markdown"].read_text()  # no export: the report is what it always was
     [path] = ftmed.export(runs_dir / runs["keras"].name)
@@ -171,9 +176,7 @@ def test_export_finished_names_each_failed_run_and_exports_the_rest(trained, tmp
     from ftmed.onnx_export import export_failures, export_finished
 
     _, runs, _ = trained
-    runs_dir = tmp_path / "runs"
-    for run_dir in runs.values():
-        shutil.copytree(run_dir, runs_dir / run_dir.name)
+    runs_dir = _copied(runs, tmp_path / "runs")
     (runs_dir / runs["keras"].name / "model.keras").unlink()
     result = export_finished(runs_dir)
     assert result["written"] == [runs_dir / runs["lightning"].name / "model.onnx"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ftmed_core.records import FRAMEWORKS, RunRecord, atomic_write_text
+from ftmed_core.records import FRAMEWORKS, RunRecord
 
 from ftmed.reporting.predictions import write_predictions
 from ftmed.reporting.rows import DEFAULT_MARGIN, Row, build_rows, check_margin
@@ -73,6 +73,8 @@ def render(runs_dir: str | Path, records: list[RunRecord] | None = None, margin:
     from ftmed_core.locks import claim, report_lock_path
     from ftmed_core.records import scan_records
 
+    from ftmed.onnx_export import export_section
+
     margin = check_margin(margin)
     runs_dir = Path(runs_dir)
     out_dir = runs_dir if out_dir is None else Path(out_dir)
@@ -86,22 +88,19 @@ def render(runs_dir: str | Path, records: list[RunRecord] | None = None, margin:
         raise RunError(f"{runs_dir} holds {what}; run `ftmed compare` or `ftmed train` first")
     rendered = [{"records": group, "rows": build_rows(group, margin, baseline)} for group in data_groups(records)]
     single = len(rendered) == 1
+    # ONNX Runtime's check of each exported run, after the tables ("" where no run was exported)
+    exports = "".join(export_section(g["rows"], g["records"], runs_dir) for g in rendered)
     with claim(report_lock_path(out_dir), stamp=False):  # stamp=False: a report run changes no file but its outputs
         if single:
-            paths = write_tables(rendered[0]["rows"], records, out_dir, margin)
+            paths = write_tables(rendered[0]["rows"], records, out_dir, margin, tail=exports)
         else:
             out_dir.mkdir(parents=True, exist_ok=True)
-            paths = write_grouped_tables(rendered, out_dir, margin)
+            paths = write_grouped_tables(rendered, out_dir, margin, tail=exports)
         for group in rendered:
             plot_dir = out_dir / "plots"
             if not single:
                 plot_dir = plot_dir / f"data-{str(group['records'][0].data.get('md5'))[:8]}"
             group["plots"] = _plot_group(runs_dir, group["records"], group["rows"], baseline, plot_dir)
-        from ftmed.onnx_export import export_section  # ONNX Runtime columns: only where a run was exported
-
-        section = "".join(export_section(g["rows"], g["records"], runs_dir) for g in rendered)
-        if section:
-            atomic_write_text(paths["markdown"], paths["markdown"].read_text(encoding="utf-8") + section)
         paths["predictions"] = (write_predictions(records, runs_dir, out_dir / "predictions")
                                 if predictions else [])
     paths["plots"] = [p for group in rendered for p in group["plots"]]

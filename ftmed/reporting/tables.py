@@ -251,14 +251,16 @@ def to_json(rows: list[Row], records: list[RunRecord], margin: float = DEFAULT_M
     return json.dumps(_clean(payload), indent=2) + "\n"
 
 
-def write_tables(rows: list[Row], records: list[RunRecord], out_dir: Path, margin: float = DEFAULT_MARGIN) -> dict:
+def write_tables(rows: list[Row], records: list[RunRecord], out_dir: Path, margin: float = DEFAULT_MARGIN,
+                 tail: str = "") -> dict:
+    """comparison.md/.csv/.json for runs on one data file; `tail` is appended to the markdown."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {
         "markdown": out_dir / "comparison.md",
         "csv": out_dir / "comparison.csv",
         "json": out_dir / "comparison.json",
     }
-    atomic_write_text(paths["markdown"], to_markdown(rows, records, margin))
+    atomic_write_text(paths["markdown"], to_markdown(rows, records, margin) + tail)
     atomic_write_text(paths["csv"], to_csv(rows))
     atomic_write_text(paths["json"], to_json(rows, records, margin))
     return paths
@@ -281,10 +283,10 @@ def data_heading(records: list[RunRecord]) -> str:
     return f"data file {data.get('path') or data.get('label') or '?'} (MD5 {str(data.get('md5') or '?')[:8]})"
 
 
-def write_grouped_tables(rendered: list[dict], out_dir: Path, margin: float) -> dict:
+def write_grouped_tables(rendered: list[dict], out_dir: Path, margin: float, tail: str = "") -> dict:
     """comparison.md/.csv/.json for runs on several data files: `rendered` holds one {"rows", "records"}
     per file; one table per file, the CSV with leading `data_file`, `data_md5` columns, the JSON a
-    `data_groups` list."""
+    `data_groups` list; `tail` is appended to the markdown."""
     paths = {"markdown": out_dir / "comparison.md", "csv": out_dir / "comparison.csv",
              "json": out_dir / "comparison.json"}
     markdown, csv_text, groups_json = [], "", []
@@ -300,7 +302,7 @@ def write_grouped_tables(rendered: list[dict], out_dir: Path, margin: float) -> 
                             **json.loads(to_json(rows, records, margin))})
     intro = (f"Runs on {len(rendered)} different data files: one table per file, never pooled "
              f"(the seeds and statistics only mean something on one file).\n\n")
-    atomic_write_text(paths["markdown"], intro + "\n".join(markdown))
+    atomic_write_text(paths["markdown"], intro + "\n".join(markdown) + tail)
     atomic_write_text(paths["csv"], csv_text)
     atomic_write_text(paths["json"], json.dumps({"data_groups": groups_json}, indent=2) + "\n")
     return paths

@@ -1,8 +1,10 @@
 """Keras code the JAX and torch backend modules share: the core's batches as a `keras.utils.PyDataset`, the
-epoch callback, seeds without TensorFlow, and the one-device checks. Imported after keras has loaded."""
+epoch callback, seeds without TensorFlow, the one-device checks and scope, quiet saving, the outputs as they
+are. Imported after keras has loaded."""
 
 from __future__ import annotations
 
+import contextlib
 import random
 
 import keras
@@ -12,6 +14,7 @@ from ftmed_core.config import RuntimeConfig
 from ftmed_core.data import Split, one_hot
 from ftmed_core.errors import ConfigError
 from ftmed_core.protocol import epoch_permutation, steps_per_epoch
+from keras_ref.backend import native_startup_lines_hidden
 
 
 def seed_keras_and_numpy(seed: int) -> None:
@@ -26,6 +29,21 @@ def seed_keras_and_numpy(seed: int) -> None:
     global_state.set_global_attribute(seed_generator.GLOBAL_SEED_GENERATOR, None)
     random.seed(seed)
     np.random.seed(seed)
+
+
+def distribution_scope(runtime: RuntimeConfig, env: dict):
+    """One device: no distribution strategy to enter."""
+    return contextlib.nullcontext()
+
+
+def saving_quietly():
+    """Keras's saving code imports TensorFlow when it is installed, whatever the backend."""
+    return native_startup_lines_hidden()
+
+
+def fresh_output(y_pred):
+    """The outputs as they are: only TensorFlow attaches logits to activated outputs."""
+    return y_pred
 
 
 def check_one_device(runtime: RuntimeConfig, backend: str) -> None:

@@ -9,7 +9,6 @@ core (XLA has no N-thread setting); TF32 off via `jax_default_matmul_precision="
 
 from __future__ import annotations
 
-import contextlib
 import os
 
 import jax
@@ -18,8 +17,10 @@ import keras
 from ftmed_core.config import RuntimeConfig
 from ftmed_core.errors import ConfigError
 from ftmed_core.runner import resolve_threads
-from keras_ref.backend import native_startup_lines_hidden
-from keras_ref.backend.common import CoreBatchSequence, check_one_device, eval_sequence, seed_keras_and_numpy
+from keras_ref.backend.common import (  # noqa: F401  (shared with the other non-TensorFlow backend)
+    CoreBatchSequence, check_one_device, distribution_scope, eval_sequence, fresh_output, saving_quietly,
+    seed_keras_and_numpy,
+)
 
 # 16 steps per call: bitwise the same weights as 1 over 2 epochs (tests/test_keras_backends.py).
 STEPS_PER_EXECUTION = 16
@@ -50,25 +51,12 @@ def limit_threads(threads: int) -> None:
     """Nothing to do after import: XLA's CPU threads are set by XLA_FLAGS before JAX starts."""
 
 
-def distribution_scope(runtime: RuntimeConfig, env: dict):
-    return contextlib.nullcontext()
-
-
-def saving_quietly():
-    """Keras's saving code imports TensorFlow when it is installed, whatever the backend."""
-    return native_startup_lines_hidden()
-
-
 def versions() -> dict:
     return {"jax": jax.__version__}
 
 
 training_batches = CoreBatchSequence
 eval_batches = eval_sequence
-
-
-def fresh_output(y_pred):
-    return y_pred  # no logits shortcut on JAX: nothing attached to remove
 
 
 def gradient_step(model: keras.Model):

@@ -9,16 +9,16 @@ Against TensorFlow: `torch.use_deterministic_algorithms(True)` (cuBLAS's workspa
 
 from __future__ import annotations
 
-import contextlib
-
 import keras
 import torch
 
 from ftmed_core.config import RuntimeConfig
 from ftmed_core.errors import ConfigError
 from ftmed_core.runner import resolve_threads
-from keras_ref.backend import native_startup_lines_hidden
-from keras_ref.backend.common import CoreBatchSequence, check_one_device, eval_sequence, seed_keras_and_numpy
+from keras_ref.backend.common import (  # noqa: F401  (shared with the other non-TensorFlow backend)
+    CoreBatchSequence, check_one_device, distribution_scope, eval_sequence, fresh_output, saving_quietly,
+    seed_keras_and_numpy,
+)
 
 STEPS_PER_EXECUTION = 1  # the only value Keras's torch trainer accepts
 JIT_COMPILE = False  # eager torch, as Lightning (no torch.compile)
@@ -54,25 +54,12 @@ def limit_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def distribution_scope(runtime: RuntimeConfig, env: dict):
-    return contextlib.nullcontext()
-
-
-def saving_quietly():
-    """Keras's saving code imports TensorFlow when it is installed, whatever the backend."""
-    return native_startup_lines_hidden()
-
-
 def versions() -> dict:
     return {"torch": torch.__version__}
 
 
 training_batches = CoreBatchSequence
 eval_batches = eval_sequence
-
-
-def fresh_output(y_pred):
-    return y_pred  # no logits shortcut on torch: nothing attached to remove
 
 
 def gradient_step(model: keras.Model):
